@@ -1,0 +1,59 @@
+"""agent-run relay: the Functions app. Wiring only; the logic lives in `shared/`."""
+
+from collections.abc import Generator
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from shared import activities, http_api
+from shared.orchestration import relay_orchestrator
+from shared.settings import get_settings
+
+# Fail at startup, naming the setting, rather than on the first request.
+get_settings()
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.route(route="runs", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def submit_run(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    return await http_api.submit_run(req, client)
+
+
+@app.route(route="runs/{id}", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def get_run(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    return await http_api.get_run(req, client)
+
+
+@app.orchestration_trigger(context_name="context")
+def agent_run_orchestrator(
+    context: df.DurableOrchestrationContext,
+) -> Generator[Any, Any, dict[str, Any] | None]:
+    return (yield from relay_orchestrator(context))
+
+
+@app.activity_trigger(input_name="payload")
+async def start_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
+    return await activities.start_agent_run(payload)
+
+
+@app.activity_trigger(input_name="payload")
+async def poll_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
+    return await activities.poll_agent_run(payload)
+
+
+@app.activity_trigger(input_name="payload")
+async def cancel_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
+    return await activities.cancel_agent_run(payload)
+
+
+@app.activity_trigger(input_name="payload")
+async def publish_run_event(payload: dict[str, Any]) -> dict[str, Any]:
+    return await activities.publish_run_event(payload)

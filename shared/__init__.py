@@ -1,0 +1,1 @@
+"""agent-run relay: the Functions app's logic. `function_app.py` only wires it up."""

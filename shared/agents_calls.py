@@ -1,0 +1,140 @@
+"""The Agents service I/O behind the start, poll and cancel activities.
+
+Each function is safe to run more than once (the host may re-execute an activity): the start
+call finds a thread or run it created earlier through the submission id in their metadata.
+Each returns an outcome dict and never raises for a service failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from azure.ai.agents.aio import AgentsClient
+from azure.ai.agents.models import ThreadMessageOptions
+
+from .clients import get_clients
+from .failures import describe_failure
+from .run_snapshot import assistant_text, run_snapshot
+from .run_status import RunPhase, classify_run_status
+from .submission import RESERVED_METADATA_KEY, Submission
+
+logger = logging.getLogger("agent_run_relay.agents")
+
+# How far back the start activity looks for a thread or run it may have created already.
+LOOKBACK_THREADS = 100
+LOOKBACK_RUNS = 20
+LOOKBACK_MESSAGES = 100
+
+
+async def _first_page(pager: Any) -> list[dict[str, Any]]:
+    # List calls page forever on some services; one page is all a lookup needs.
+    async for page in pager.by_page():
+        return [item.as_dict() async for item in page]
+    return []
+
+
+def _ours(item: dict[str, Any], submission_id: str) -> bool:
+    return (item.get("metadata") or {}).get(RESERVED_METADATA_KEY) == submission_id
+
+
+async def _find_thread(client: AgentsClient, submission_id: str) -> str | None:
+    threads = await _first_page(client.threads.list(limit=LOOKBACK_THREADS, order="desc"))
+    return next((str(t["id"]) for t in threads if _ours(t, submission_id)), None)
+
+
+async def _find_run(
+    client: AgentsClient, thread_id: str, submission_id: str
+) -> dict[str, Any] | None:
+    runs = await _first_page(client.runs.list(thread_id, limit=LOOKBACK_RUNS, order="desc"))
+    return next((r for r in runs if _ours(r, submission_id)), None)
+
+
+async def _add_missing_messages(
+    client: AgentsClient, thread_id: str, submission: Submission, marker: dict[str, str]
+) -> None:
+    existing = await _first_page(
+        client.messages.list(thread_id, limit=LOOKBACK_MESSAGES, order="desc")
+    )
+    already = sum(1 for m in existing if _ours(m, marker[RESERVED_METADATA_KEY]))
+    for message in submission.messages[already:]:
+        await client.messages.create(
+            thread_id, role=message["role"], content=message["content"], metadata=marker
+        )
+
+
+async def start_run(submission_id: str, submission: Submission) -> dict[str, Any]:
+    client = get_clients().agents
+    marker = {RESERVED_METADATA_KEY: submission_id}
+    log = {"submissionId": submission_id, "agentId": submission.agent_id}
+    try:
+        if submission.thread_id:
+            thread_id = submission.thread_id
+            existing = await _find_run(client, thread_id, submission_id)
+            if existing is None:
+                await _add_missing_messages(client, thread_id, submission, marker)
+        else:
+            found = await _find_thread(client, submission_id)
+            existing = await _find_run(client, found, submission_id) if found else None
+            if found:
+                thread_id = found
+            else:
+                thread = await client.threads.create(
+                    messages=[
+                        ThreadMessageOptions(role=m["role"], content=m["content"], metadata=marker)
+                        for m in submission.messages
+                    ],
+                    metadata=marker,
+                )
+                thread_id = thread.id
+        if existing is not None:
+            logger.info("found the run started earlier for this submission", extra=log)
+            return {"outcome": "ok", "run": run_snapshot(existing), "reused": True}
+        run = await client.runs.create(
+            thread_id,
+            agent_id=submission.agent_id,
+            additional_instructions=submission.instructions,
+            metadata={**submission.metadata, **marker},
+        )
+    except Exception as exc:
+        outcome = describe_failure(exc)
+        logger.warning("starting the agent run failed: %s", outcome["error"]["code"], extra=log)
+        return outcome
+    snapshot = run_snapshot(run.as_dict())
+    logger.info("agent run started", extra={**log, "runId": snapshot["runId"]})
+    return {"outcome": "ok", "run": snapshot, "reused": False}
+
+
+async def poll_run(submission_id: str, thread_id: str, run_id: str) -> dict[str, Any]:
+    client = get_clients().agents
+    log = {"submissionId": submission_id, "runId": run_id}
+    try:
+        run = (await client.runs.get(thread_id, run_id)).as_dict()
+        snapshot = run_snapshot(run)
+        phase = classify_run_status(snapshot["status"])
+        if phase is RunPhase.UNKNOWN:
+            logger.warning("unknown run status %r; still waiting", snapshot["status"], extra=log)
+        output = None
+        if snapshot["status"] == "completed":
+            messages = await _first_page(
+                client.messages.list(thread_id, run_id=run_id, order="desc", limit=20)
+            )
+            output = assistant_text(messages)
+    except Exception as exc:
+        outcome = describe_failure(exc)
+        logger.warning("polling the agent run failed: %s", outcome["error"]["code"], extra=log)
+        return outcome
+    return {"outcome": "ok", "run": snapshot, "outputText": output}
+
+
+async def cancel_run(submission_id: str, thread_id: str, run_id: str) -> dict[str, Any]:
+    client = get_clients().agents
+    log = {"submissionId": submission_id, "runId": run_id}
+    try:
+        run = await client.runs.cancel(thread_id, run_id)
+    except Exception as exc:
+        outcome = describe_failure(exc)
+        logger.warning("cancelling the agent run failed: %s", outcome["error"]["code"], extra=log)
+        return outcome
+    logger.info("agent run cancel requested", extra=log)
+    return {"outcome": "ok", "run": run_snapshot(run.as_dict())}

@@ -1,0 +1,85 @@
+"""SDK clients, created lazily once per worker process and reused across invocations.
+
+aio clients are bound to the event loop that created them; the Functions worker runs every
+invocation on one persistent loop, so one set per loop is one set per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from azure.ai.agents.aio import AgentsClient
+from azure.core.credentials import AzureKeyCredential
+from azure.eventgrid.aio import EventGridPublisherClient
+from azure.identity.aio import DefaultAzureCredential
+
+from .loopback import AllowHttpOnLoopbackPolicy, LoopbackCredential
+from .settings import Settings, get_settings
+
+# Retries happen in the orchestration on durable timers (no compute held while waiting, and
+# Retry-After honoured durably), so the SDK pipelines make a single attempt.
+SDK_CALL_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 30}
+
+
+@dataclass
+class ProcessClients:
+    agents: AgentsClient
+    publisher: EventGridPublisherClient
+    credentials: list[Any]
+
+
+_clients: dict[int, tuple[asyncio.AbstractEventLoop, ProcessClients]] = {}
+
+
+def _token_credential(settings: Settings, loopback: bool) -> Any:
+    if loopback:
+        return LoopbackCredential()
+    # AZURE_CLIENT_ID selects a user-assigned managed identity (DefaultAzureCredential reads
+    # it too; passing it explicitly documents the intent).
+    return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+
+
+def _build(settings: Settings) -> ProcessClients:
+    credentials: list[Any] = []
+    agents_credential = _token_credential(settings, settings.agents_is_loopback)
+    credentials.append(agents_credential)
+    agents_policies = [AllowHttpOnLoopbackPolicy()] if settings.agents_is_loopback else []
+    agents = AgentsClient(
+        endpoint=settings.agents_endpoint,
+        credential=agents_credential,
+        per_call_policies=agents_policies,
+        **SDK_CALL_OPTIONS,
+    )
+    publisher_credential: Any
+    if settings.eventgrid_key:
+        publisher_credential = AzureKeyCredential(settings.eventgrid_key)
+    else:
+        publisher_credential = _token_credential(settings, settings.eventgrid_is_loopback)
+        credentials.append(publisher_credential)
+    publisher = EventGridPublisherClient(settings.eventgrid_endpoint, publisher_credential)
+    return ProcessClients(agents=agents, publisher=publisher, credentials=credentials)
+
+
+def get_clients() -> ProcessClients:
+    loop = asyncio.get_running_loop()
+    cached = _clients.get(id(loop))
+    if cached is not None and cached[0] is loop:
+        return cached[1]
+    clients = _build(get_settings())
+    _clients[id(loop)] = (loop, clients)
+    return clients
+
+
+def publish_call_options(settings: Settings) -> dict[str, Any]:
+    """Per-call options for `send`: the basic-topic wrapper drops constructor options."""
+    options = dict(SDK_CALL_OPTIONS)
+    if settings.eventgrid_is_loopback and not settings.eventgrid_key:
+        options["enforce_https"] = False
+    return options
+
+
+def reset_clients() -> None:
+    """Forget every cached client (a new worker process starts without them)."""
+    _clients.clear()

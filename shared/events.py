@@ -1,0 +1,112 @@
+"""Building the AgentRunCompleted event (pure: data in, dictionaries out).
+
+The envelope fields are returned as plain values; the publish activity turns them into the
+SDK's EventGridEvent or CloudEvent so serialization stays the SDK's job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+EVENT_TYPE_COMPLETED = "AgentRunCompleted"
+DATA_VERSION = "1.0"
+# Keeps a whole event far below Event Grid's 1 MB limit and within one 64 KB billing unit in
+# the common case (metadata and errors are bounded separately).
+OUTPUT_TEXT_MAX_BYTES = 48 * 1024
+ERROR_MESSAGE_MAX_CHARS = 2048
+_EVENT_ID_NAMESPACE = uuid.UUID("6f1f3c52-8f0e-4a8e-9d55-3b8f1b6f0a11")
+
+
+def completed_event_id(submission_id: str) -> str:
+    """The same id however often the event is published: subscribers de-duplicate on it."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{submission_id}/{EVENT_TYPE_COMPLETED}"))
+
+
+def event_subject(agent_id: str, run_id: str | None) -> str:
+    return f"agents/{agent_id}/runs/{run_id or 'none'}"
+
+
+def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text, False
+    return encoded[:max_bytes].decode("utf-8", errors="ignore"), True
+
+
+def bounded_error(error: dict[str, Any] | None) -> dict[str, str] | None:
+    if not error:
+        return None
+    message = str(error.get("message") or "")[:ERROR_MESSAGE_MAX_CHARS]
+    return {"code": str(error.get("code") or "unknown"), "message": message}
+
+
+def output_field(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    bounded, truncated = truncate_utf8(text, OUTPUT_TEXT_MAX_BYTES)
+    return {"text": bounded, "truncated": truncated}
+
+
+def usage_field(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    if not usage:
+        return None
+    return {
+        "promptTokens": int(usage.get("prompt_tokens") or 0),
+        "completionTokens": int(usage.get("completion_tokens") or 0),
+        "totalTokens": int(usage.get("total_tokens") or 0),
+    }
+
+
+@dataclass(frozen=True)
+class CompletedEvent:
+    id: str
+    event_type: str
+    subject: str
+    event_time: str
+    data_version: str
+    data: dict[str, Any]
+
+
+def build_completed_event(
+    *,
+    submission_id: str,
+    agent_id: str,
+    run_id: str | None,
+    thread_id: str | None,
+    status: str,
+    last_error: dict[str, Any] | None,
+    incomplete_details: dict[str, Any] | None,
+    usage: dict[str, Any] | None,
+    output_text: str | None,
+    metadata: dict[str, str],
+    submitted_at: str,
+    completed_at: str,
+    polls: int,
+    cancellation_reason: str | None,
+) -> CompletedEvent:
+    data = {
+        "submissionId": submission_id,
+        "runId": run_id,
+        "threadId": thread_id,
+        "agentId": agent_id,
+        "status": status,
+        "lastError": bounded_error(last_error),
+        "incompleteDetails": dict(incomplete_details) if incomplete_details else None,
+        "usage": usage_field(usage),
+        "output": output_field(output_text),
+        "metadata": dict(metadata),
+        "submittedAt": submitted_at,
+        "completedAt": completed_at,
+        "polls": polls,
+        "cancellationReason": cancellation_reason,
+    }
+    return CompletedEvent(
+        id=completed_event_id(submission_id),
+        event_type=EVENT_TYPE_COMPLETED,
+        subject=event_subject(agent_id, run_id),
+        event_time=completed_at,
+        data_version=DATA_VERSION,
+        data=data,
+    )

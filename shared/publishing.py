@@ -1,0 +1,58 @@
+"""Publishing an event to Event Grid with the SDK, in the configured schema."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from azure.core.messaging import CloudEvent
+from azure.eventgrid import EventGridEvent
+
+from .clients import get_clients, publish_call_options
+from .events import CompletedEvent
+from .failures import describe_failure
+from .settings import Settings, get_settings
+from .timefmt import from_iso
+
+logger = logging.getLogger("agent_run_relay.publish")
+
+
+def to_sdk_event(event: CompletedEvent, settings: Settings) -> EventGridEvent | CloudEvent[Any]:
+    # event_time / time are explicit: the SDK would otherwise stamp the wall clock, and the
+    # event must carry when the run ended (and be identical when republished).
+    moment = from_iso(event.event_time)
+    if settings.event_schema == "cloudevents":
+        return CloudEvent(
+            source=settings.event_source,
+            type=event.event_type,
+            data=event.data,
+            subject=event.subject,
+            id=event.id,
+            time=moment,
+            datacontenttype="application/json",
+        )
+    return EventGridEvent(
+        subject=event.subject,
+        event_type=event.event_type,
+        data=event.data,
+        data_version=event.data_version,
+        id=event.id,
+        event_time=moment,
+    )
+
+
+async def publish(event: CompletedEvent) -> dict[str, Any]:
+    settings = get_settings()
+    log = {"submissionId": event.data.get("submissionId"), "eventId": event.id}
+    try:
+        await get_clients().publisher.send(
+            [to_sdk_event(event, settings)], **publish_call_options(settings)
+        )
+    except Exception as exc:
+        outcome = describe_failure(exc)
+        logger.warning(
+            "publishing %s failed: %s", event.event_type, outcome["error"]["code"], extra=log
+        )
+        return outcome
+    logger.info("published %s", event.event_type, extra=log)
+    return {"outcome": "ok", "eventId": event.id}

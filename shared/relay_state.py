@@ -1,0 +1,67 @@
+"""The orchestration's state: everything it needs, carried whole through continue-as-new."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .run_status import submission_status
+
+PHASE_START = "start"
+PHASE_POLL = "poll"
+PHASE_PUBLISH = "publish"
+PHASE_DONE = "done"
+
+
+@dataclass
+class RelayState:
+    submission_id: str
+    submission: dict[str, Any]
+    polls_per_generation: int
+    publish_retry_window_seconds: int
+    phase: str = PHASE_START
+    generation: int = 0
+    submitted_at: str | None = None
+    deadline_at: str | None = None
+    # Latest snapshot of the agent run (see run_snapshot.py); None until the run exists.
+    run: dict[str, Any] | None = None
+    polls: int = 0
+    schedule_step: int = 0
+    next_poll_at: str | None = None
+    retry_after: float | None = None
+    attempts: int = 0
+    not_found_streak: int = 0
+    cancel_reason: str | None = None
+    cancel_sent: bool = False
+    final_status: str | None = None
+    final_error: dict[str, Any] | None = None
+    completed_at: str | None = None
+    output_text: str | None = None
+    publish_started_at: str | None = None
+    event: dict[str, Any] | None = None
+    published_at: str | None = None
+    publish_error: dict[str, Any] | None = None
+    last_error: dict[str, Any] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RelayState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def status(self) -> str:
+        if self.final_status:
+            return self.final_status
+        return submission_status(self.run["status"] if self.run else None)
+
+    def agent_run_view(self) -> dict[str, Any]:
+        run = self.run or {}
+        return {
+            "runId": run.get("runId"),
+            "threadId": run.get("threadId") or self.submission.get("threadId"),
+            "agentId": self.submission["agentId"],
+            "status": run.get("status"),
+        }

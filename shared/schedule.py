@@ -1,0 +1,70 @@
+"""The polling schedule: exponential backoff with deterministic jitter.
+
+Pure functions of their inputs, so the orchestrator can call them on every replay and get the
+same timer fire times (jitter comes from a hash of the instance id and poll number, never from
+`random`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PollingPolicy:
+    initial_seconds: float
+    max_seconds: float
+    multiplier: float
+    # Fraction of a wait that jitter may shave off, so instances started together spread out.
+    jitter: float = 0.1
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "initialSeconds": self.initial_seconds,
+            "maxSeconds": self.max_seconds,
+            "multiplier": self.multiplier,
+            "jitter": self.jitter,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PollingPolicy:
+        return cls(
+            initial_seconds=float(data["initialSeconds"]),
+            max_seconds=float(data["maxSeconds"]),
+            multiplier=float(data["multiplier"]),
+            jitter=float(data.get("jitter", 0.1)),
+        )
+
+
+def unit_hash(*parts: object) -> float:
+    """A stable number in [0, 1) derived from the parts (same on every machine and replay)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def backoff_seconds(policy: PollingPolicy, step: int, seed: str) -> float:
+    """The wait before poll `step` (0-based): initial * multiplier**step, capped, jittered."""
+    base = policy.initial_seconds * policy.multiplier ** min(step, 64)
+    capped = min(base, policy.max_seconds)
+    jittered = capped * (1.0 - policy.jitter * unit_hash(seed, step))
+    # Durable timers have millisecond resolution; round so fire times are stable strings.
+    return round(max(jittered, 0.001), 3)
+
+
+def next_wait_seconds(
+    policy: PollingPolicy, step: int, seed: str, retry_after: float | None = None
+) -> float:
+    """The wait before the next poll, stretched to honour a service's Retry-After."""
+    wait = backoff_seconds(policy, step, seed)
+    if retry_after is not None and retry_after > wait:
+        wait = round(retry_after, 3)
+    return wait
+
+
+# Transient failures (429, 5xx, timeouts) of the start or publish activities back off on their
+# own schedule: quick first retries, then at most a minute apart.
+TRANSIENT_RETRY_POLICY = PollingPolicy(
+    initial_seconds=2.0, max_seconds=60.0, multiplier=2.0, jitter=0.2
+)

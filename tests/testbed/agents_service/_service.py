@@ -1,0 +1,345 @@
+"""HTTP front of the loopback Agents service: routing, auth, faults, recording."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from tests.testbed.server_thread import ServerThread
+
+from ._models import JSON, Clock, FaultRule, RecordedRequest, RunScript
+from ._store import ApiError, Store, bad_request
+
+PROJECT_PATH = "/api/projects/local"
+API_VERSION = "v1"
+
+Handler = Callable[[dict[str, str], dict[str, str], Any, datetime], JSON]
+
+_ID = r"(?P<{}>[^/]+)"
+_T = _ID.format("thread_id")
+_R = _ID.format("run_id")
+# (method, path pattern relative to the endpoint, operation name)
+_ROUTES: list[tuple[str, str, str]] = [
+    ("POST", "/assistants", "assistants.create"),
+    ("GET", "/assistants", "assistants.list"),
+    ("GET", "/assistants/" + _ID.format("assistant_id"), "assistants.get"),
+    ("DELETE", "/assistants/" + _ID.format("assistant_id"), "assistants.delete"),
+    ("POST", "/threads", "threads.create"),
+    ("POST", "/threads/runs", "threads.create_and_run"),
+    ("GET", f"/threads/{_T}", "threads.get"),
+    ("DELETE", f"/threads/{_T}", "threads.delete"),
+    ("POST", f"/threads/{_T}/messages", "messages.create"),
+    ("GET", f"/threads/{_T}/messages", "messages.list"),
+    ("GET", f"/threads/{_T}/messages/" + _ID.format("message_id"), "messages.get"),
+    ("POST", f"/threads/{_T}/runs", "runs.create"),
+    ("GET", f"/threads/{_T}/runs", "runs.list"),
+    ("GET", f"/threads/{_T}/runs/{_R}", "runs.get"),
+    ("POST", f"/threads/{_T}/runs/{_R}/cancel", "runs.cancel"),
+    ("POST", f"/threads/{_T}/runs/{_R}/submit_tool_outputs", "runs.submit_tool_outputs"),
+    ("GET", f"/threads/{_T}/runs/{_R}/steps", "run_steps.list"),
+    ("GET", f"/threads/{_T}/runs/{_R}/steps/" + _ID.format("step_id"), "run_steps.get"),
+]
+_COMPILED = [(m, re.compile(f"^{p}$"), op) for m, p, op in _ROUTES]
+OPERATIONS: tuple[str, ...] = tuple(op for _, _, op in _ROUTES)
+
+
+def route(method: str, path: str) -> tuple[str, dict[str, str]] | None:
+    """(operation, path params) for a request, or None. Raises a 405 ApiError on a wrong verb."""
+    path_matched = False
+    for verb, pattern, operation in _COMPILED:
+        match = pattern.match(path)
+        if match is None:
+            continue
+        # "/threads/runs" is create_thread_and_run, never a thread called "runs".
+        if match.groupdict().get("thread_id") == "runs" and operation != "threads.create_and_run":
+            continue
+        path_matched = True
+        if verb == method:
+            return operation, match.groupdict()
+    if path_matched:
+        raise ApiError(405, "method_not_allowed", f"Method {method} is not allowed on {path}.")
+    return None
+
+
+def _error_bytes(error: ApiError) -> bytes:
+    return json.dumps(error.body()).encode()
+
+
+_FAULT_ERRORS: dict[str, ApiError] = {
+    "429": ApiError(429, "rate_limit_exceeded", "Rate limit is exceeded. Try again later."),
+    "429_retry_after": ApiError(
+        429, "rate_limit_exceeded", "Rate limit is exceeded. Try again in a moment."
+    ),
+    "500": ApiError(500, "server_error", "The server had an error while processing your request."),
+    "500_after_apply": ApiError(
+        500, "server_error", "The server had an error while processing your request."
+    ),
+    "503": ApiError(503, "service_unavailable", "The service is temporarily unavailable."),
+    "404": ApiError(404, "not_found", "The requested resource was not found."),
+    "401": ApiError(
+        401,
+        "unauthorized",
+        "Access token is missing, invalid, audience is incorrect, or have expired.",
+    ),
+}
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    parsed: Any = None  # what `body` decodes to, kept for the recording
+
+
+def _json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
+    return _Reply(status, json.dumps(payload).encode(), dict(headers or {}), payload)
+
+
+def _error_reply(error: ApiError, headers: dict[str, str] | None = None) -> _Reply:
+    return _json_reply(error.status, error.body(), headers)
+
+
+@dataclass
+class _Pending:
+    """A request that passed auth and routing, waiting to be applied."""
+
+    record: RecordedRequest
+    operation: str
+    params: dict[str, str]
+    fault: FaultRule | None
+
+
+class AgentsService:
+    """Azure AI Agents v1 REST protocol on loopback, driven by a (virtual) clock."""
+
+    def __init__(self, clock: Clock, *, seed: int = 0, port: int = 0) -> None:
+        self.clock = clock
+        self.default_script = RunScript()
+        self.scripts_by_agent: dict[str, RunScript] = {}
+        # Called with (run create body, thread id); a non-None result wins over the others.
+        self.script_for: Callable[[JSON, str], RunScript | None] | None = None
+        self.faults: list[FaultRule] = []
+        self.fault_counts: dict[str, int] = {}
+        self.requests: list[RecordedRequest] = []
+        # Separate generators so that adding faults does not change the ids handed out.
+        self._fault_rng = random.Random(f"faults:{seed}")
+        self._store = Store(random.Random(f"ids:{seed}"), self._choose_script)
+        self._lock = threading.RLock()
+        self._port = port
+        self._server: ServerThread | None = None
+        self._handlers: dict[str, Handler] = {
+            op: getattr(self._store, op.replace(".", "_")) for op in OPERATIONS
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> AgentsService:
+        if self._server is None:
+            self._server = ServerThread(self._app, port=self._port).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> AgentsService:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the service is not started")
+        return self._server.base_url + PROJECT_PATH
+
+    # ------------------------------------------------------------------ test helpers
+
+    @property
+    def enforce_single_active_run(self) -> bool:
+        """Like Agents: no new run, and no new message, while a thread has an active run."""
+        return self._store.enforce_single_active_run
+
+    @enforce_single_active_run.setter
+    def enforce_single_active_run(self, value: bool) -> None:
+        self._store.enforce_single_active_run = value
+
+    @property
+    def runs(self) -> dict[str, JSON]:
+        """Every run as `runs.get` would return it now."""
+        with self._lock:
+            self._store.advance_all(self.clock.now())
+            return {rid: self._store.render_run(run) for rid, run in self._store.runs.items()}
+
+    def messages(self, thread_id: str) -> list[JSON]:
+        """A thread's messages as of now, oldest first."""
+        with self._lock:
+            self._store.advance_all(self.clock.now())
+            thread = self._store.threads[thread_id]
+            return copy.deepcopy(thread.messages)
+
+    def calls(self, operation: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.operation == operation]
+
+    def set_run_script(self, run_id: str, script: RunScript) -> None:
+        """Change a live run's future; what already happened by now stays as it was."""
+        with self._lock:
+            self._store.advance_all(self.clock.now())
+            self._store.set_script(run_id, script)
+
+    def _choose_script(self, body: JSON, thread_id: str) -> RunScript:
+        if self.script_for is not None:
+            chosen = self.script_for(body, thread_id)
+            if chosen is not None:
+                return chosen
+        by_agent = self.scripts_by_agent.get(str(body.get("assistant_id")))
+        return by_agent if by_agent is not None else self.default_script
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        pending, reply = self._admit(request, raw)
+        if pending is not None:
+            if pending.fault is not None and pending.fault.kind == "timeout":
+                # Hold the answer past the client's timeout; the request is still applied.
+                await asyncio.sleep(pending.fault.delay_seconds)
+            reply = self._complete(pending)
+        assert reply is not None
+        headers = {"Content-Type": "application/json", **reply.headers}
+        request_id = request.headers.get("x-ms-client-request-id")
+        if request_id:
+            headers["x-ms-client-request-id"] = request_id
+        return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+    def _admit(self, request: web.Request, raw: bytes) -> tuple[_Pending | None, _Reply | None]:
+        """Record the request and check auth, api-version and route; pick a fault."""
+        path = request.path
+        rel = path[len(PROJECT_PATH) :] if path.startswith(PROJECT_PATH + "/") else None
+        try:
+            body: Any = json.loads(raw) if raw else None
+            body_ok = True
+        except ValueError:
+            body, body_ok = None, False
+        auth = request.headers.get("Authorization", "")
+        bearer = auth[:7].lower() == "bearer " and bool(auth[7:].strip())
+        with self._lock:
+            record = RecordedRequest(
+                method=request.method,
+                path=rel if rel is not None else path,
+                query=dict(request.query),
+                operation="unknown",
+                body=body,
+                time=self.clock.now(),
+                bearer=bearer,
+                client_request_id=request.headers.get("x-ms-client-request-id"),
+            )
+            self.requests.append(record)
+            try:
+                if rel is None:
+                    raise ApiError(404, "not_found", f"Unknown project path {path}.")
+                routed = route(request.method, rel)
+                if routed is not None:
+                    record.operation = routed[0]
+                if not bearer:
+                    raise ApiError(
+                        401, "unauthorized", "Access denied: a bearer token is required."
+                    )
+                if request.query.get("api-version") != API_VERSION:
+                    raise bad_request(
+                        "Missing or unsupported 'api-version' query parameter; use 'v1'.",
+                        "api-version",
+                    )
+                if routed is None:
+                    raise ApiError(404, "not_found", f"Resource not found: {rel}.")
+                if not body_ok:
+                    raise bad_request("The request body is not valid JSON.")
+            except ApiError as error:
+                reply = _error_reply(error)
+                self._finish_record(record, reply)
+                return None, reply
+            fault = self._pick_fault(routed[0])
+            record.fault = fault.kind if fault is not None else None
+            return _Pending(record, routed[0], routed[1], fault), None
+
+    def _pick_fault(self, operation: str) -> FaultRule | None:
+        for rule in self.faults:
+            if rule.operation not in ("*", operation) or rule.exhausted:
+                continue
+            # Draw only for partial rates so that rate=1 rules do not shift the sequence.
+            if rule.rate < 1.0 and self._fault_rng.random() >= rule.rate:
+                continue
+            rule.fired += 1
+            self.fault_counts[rule.kind] = self.fault_counts.get(rule.kind, 0) + 1
+            return rule
+        return None
+
+    def _complete(self, pending: _Pending) -> _Reply:
+        """Apply the request (unless a fault says otherwise) and build the answer."""
+        fault = pending.fault
+        kind = fault.kind if fault is not None else None
+        record = pending.record
+        with self._lock:
+            if kind in _FAULT_ERRORS and kind != "500_after_apply":
+                assert fault is not None
+                headers = {}
+                if kind == "429_retry_after":
+                    delay = 1.0 if fault.retry_after is None else fault.retry_after
+                    headers["Retry-After"] = f"{delay:g}"
+                reply = _error_reply(_FAULT_ERRORS[kind], headers)
+            elif kind == "malformed_json":
+                reply = self._malformed(pending)
+            else:
+                reply = self._apply(pending)
+                if kind == "500_after_apply":
+                    reply = _error_reply(_FAULT_ERRORS[kind])
+            self._finish_record(record, reply)
+            return reply
+
+    def _apply(self, pending: _Pending) -> _Reply:
+        now = self.clock.now()
+        self._store.advance_all(now)
+        handler = self._handlers[pending.operation]
+        try:
+            result = handler(pending.params, pending.record.query, pending.record.body, now)
+        except ApiError as error:
+            return _error_reply(error)
+        # Copy so later state changes cannot alter what this response recorded.
+        return _json_reply(200, copy.deepcopy(result))
+
+    def _malformed(self, pending: _Pending) -> _Reply:
+        """A 200 whose JSON is cut short. Reads show a truncated real body; writes are dropped."""
+        if pending.record.method == "GET":
+            full = self._apply(pending).body
+            return _Reply(200, full[: max(1, len(full) // 2)])
+        return _Reply(200, b'{"id": "')
+
+    @staticmethod
+    def _finish_record(record: RecordedRequest, reply: _Reply) -> None:
+        record.status = reply.status
+        record.response = reply.parsed
