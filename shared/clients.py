@@ -58,7 +58,9 @@ def _build(settings: Settings) -> ProcessClients:
     else:
         publisher_credential = _token_credential(settings, settings.eventgrid_is_loopback)
         credentials.append(publisher_credential)
-    publisher = EventGridPublisherClient(settings.eventgrid_endpoint, publisher_credential)
+    publisher = EventGridPublisherClient(
+        settings.eventgrid_endpoint, publisher_credential, **SDK_CALL_OPTIONS
+    )
     return ProcessClients(agents=agents, publisher=publisher, credentials=credentials)
 
 
@@ -73,11 +75,14 @@ def get_clients() -> ProcessClients:
 
 
 def publish_call_options(settings: Settings) -> dict[str, Any]:
-    """Per-call options for `send`: the basic-topic wrapper drops constructor options."""
-    options = dict(SDK_CALL_OPTIONS)
+    """Per-call options for `send`: bearer over plain http, for a loopback topic only.
+
+    (`enforce_https` is only consumed by the bearer policy; with a key it would reach the
+    transport and fail, and per-call options also leak into each CloudEvent's attributes.)
+    """
     if settings.eventgrid_is_loopback and not settings.eventgrid_key:
-        options["enforce_https"] = False
-    return options
+        return {"enforce_https": False}
+    return {}
 
 
 def reset_clients() -> None:

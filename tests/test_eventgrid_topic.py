@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pytest
@@ -86,7 +86,7 @@ class AsyncStaticTokenCredential:
 
 
 def wall_in(hours: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(hours=hours)
+    return datetime.now(UTC) + timedelta(hours=hours)
 
 
 def sas_for(topic: EventGridTopic, *, key: str | None = None, endpoint: str | None = None) -> str:
@@ -237,9 +237,11 @@ class CallableSubscriber:
             return 200, {"WebHook-Allowed-Origin": "*"}, b""
         if headers.get("aeg-event-type") == "SubscriptionValidation":
             code = self.validation_code_override or json.loads(body)[0]["data"]["validationCode"]
-            return 200, {"Content-Type": "application/json"}, json.dumps(
-                {"validationResponse": code}
-            ).encode()
+            return (
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps({"validationResponse": code}).encode(),
+            )
         status = self.statuses.pop(0) if self.statuses else 200
         return status, {}, b""
 
@@ -470,7 +472,8 @@ def test_events_in_the_wrong_schema_for_the_topic_are_400(
     with pytest.raises(HttpResponseError) as caught:
         to_ce.send(eg_event())
     assert caught.value.status_code == 400
-    assert topic.events == [] and ce_topic.events == []
+    assert topic.events == []
+    assert ce_topic.events == []
 
 
 def test_oversized_events_are_413(clock: VirtualClock, topic: EventGridTopic) -> None:
@@ -642,7 +645,8 @@ def test_failed_handshakes_raise(topic: EventGridTopic, ce_topic: EventGridTopic
         topic.add_subscription("remote", "http://example.com/hook")
     with pytest.raises(ValueError, match="CloudEvents"):
         ce_topic.add_subscription("eg", CallableSubscriber(), delivery_schema="eventgrid")
-    assert topic.subscription_names == [] and ce_topic.subscription_names == []
+    assert topic.subscription_names == []
+    assert ce_topic.subscription_names == []
 
 
 def test_retry_schedule_runs_in_virtual_time(

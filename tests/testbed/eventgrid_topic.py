@@ -24,15 +24,15 @@ import json
 import os
 import re
 import secrets
+import signal
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
@@ -79,7 +79,7 @@ class WallClock:
     """Follows real time; used when the topic runs as a standalone process."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class SubscriptionValidationError(RuntimeError):
@@ -260,16 +260,16 @@ def _parse_sas_expiry(text: str) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         try:
-            parsed = datetime.strptime(text, "%m/%d/%Y %I:%M:%S %p")
+            parsed = datetime.strptime(f"{text} +0000", "%m/%d/%Y %I:%M:%S %p %z")
         except ValueError:
             return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
 def _utc_iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -301,7 +301,9 @@ class EventGridTopic:
         delivery_timeout: float = 30.0,
     ) -> None:
         if input_schema not in ("eventgrid", "cloudevents"):
-            raise ValueError(f"input_schema must be 'eventgrid' or 'cloudevents', not {input_schema!r}")
+            raise ValueError(
+                f"input_schema must be 'eventgrid' or 'cloudevents', not {input_schema!r}"
+            )
         key = key if key is not None else base64.b64encode(secrets.token_bytes(32)).decode()
         try:
             # generate_sas base64-decodes the key, so a real topic key is always base64.
@@ -448,7 +450,9 @@ class EventGridTopic:
         fault, fault_status, hold = self._take_fault(now)
         if fault in ("refuse", "fail"):
             code = "ServiceUnavailable" if fault_status == 503 else "InternalServerError"
-            self._record(PublishRequest(now, fault_status, None, 0, fault, code, None, content_type))
+            self._record(
+                PublishRequest(now, fault_status, None, 0, fault, code, None, content_type)
+            )
             return self._json_error(fault_status, code, f"Injected fault ({fault}).")
 
         auth: AuthKind | None = None
@@ -457,7 +461,7 @@ class EventGridTopic:
                 raise _Rejected(
                     400,
                     "BadRequest",
-                    f"The api-version query parameter is missing or unsupported; use {API_VERSION}.",
+                    f"The api-version query parameter is missing or not {API_VERSION}.",
                 )
             auth, reason = self._authenticate(request.headers)
             if auth is None:
@@ -564,7 +568,7 @@ class EventGridTopic:
         if expiry is None:
             return "expiry is missing or unreadable"
         # The SDK builds the expiry from the real clock, so compare with the real clock.
-        if expiry <= datetime.now(timezone.utc):
+        if expiry <= datetime.now(UTC):
             return "has expired"
         if not self._resource_matches(resource):
             return "was issued for another resource"
@@ -658,7 +662,9 @@ class EventGridTopic:
         """Validate the endpoint (handshake) and start delivering events published from now on."""
         schema: Schema = delivery_schema or self.input_schema
         if schema not in ("eventgrid", "cloudevents"):
-            raise ValueError(f"delivery_schema must be 'eventgrid' or 'cloudevents', not {schema!r}")
+            raise ValueError(
+                f"delivery_schema must be 'eventgrid' or 'cloudevents', not {schema!r}"
+            )
         if self.input_schema == "cloudevents" and schema == "eventgrid":
             # Event Grid cannot turn CloudEvents input into Event Grid schema output.
             raise ValueError("a CloudEvents topic can only deliver CloudEvents")
@@ -934,10 +940,12 @@ def main(argv: list[str] | None = None) -> None:
         for index, url in enumerate(args.deliver_to):
             topic.add_subscription(f"local-{index}", url)
             print(f"delivering to {url}", flush=True)
+        # Stop on Ctrl-C or SIGTERM (background jobs of a script never see SIGINT).
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         try:
-            while True:
+            while not stopping.wait(1.0):
                 topic.deliver_due()
-                time.sleep(1)
         except KeyboardInterrupt:
             pass
 

@@ -7,6 +7,7 @@ emulated worker's persistent loop can both call them without deadlocking.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -46,9 +47,9 @@ class ServerThread:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(self._app_factory(), access_log=None)
+        self._runner = web.AppRunner(self._app_factory(), access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=0.1)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         server = site._server
         assert server is not None
@@ -57,7 +58,10 @@ class ServerThread:
 
     def run(self, coro: Awaitable[T], timeout: float = 30.0) -> T:
         """Run a coroutine on the server's loop and wait for its result."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+            coro,  # type: ignore[arg-type]
+            self._loop,
+        )
         return future.result(timeout)
 
     def stop(self) -> None:

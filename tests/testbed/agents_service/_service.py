@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import random
@@ -10,7 +11,6 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -19,12 +19,12 @@ from aiohttp import web
 from tests.testbed.server_thread import ServerThread
 
 from ._models import JSON, Clock, FaultRule, RecordedRequest, RunScript
-from ._store import ApiError, Store, bad_request
+from ._store import ApiError, Call, Store, bad_request
 
 PROJECT_PATH = "/api/projects/local"
 API_VERSION = "v1"
 
-Handler = Callable[[dict[str, str], dict[str, str], Any, datetime], JSON]
+Handler = Callable[[Call], JSON]
 
 _ID = r"(?P<{}>[^/]+)"
 _T = _ID.format("thread_id")
@@ -36,6 +36,7 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/assistants/" + _ID.format("assistant_id"), "assistants.get"),
     ("DELETE", "/assistants/" + _ID.format("assistant_id"), "assistants.delete"),
     ("POST", "/threads", "threads.create"),
+    ("GET", "/threads", "threads.list"),
     ("POST", "/threads/runs", "threads.create_and_run"),
     ("GET", f"/threads/{_T}", "threads.get"),
     ("DELETE", f"/threads/{_T}", "threads.delete"),
@@ -139,6 +140,9 @@ class AgentsService:
         self._lock = threading.RLock()
         self._port = port
         self._server: ServerThread | None = None
+        # Requests held by "timeout" faults, released early when the service stops.
+        self._release: asyncio.Event | None = None
+        self._in_flight = 0
         self._handlers: dict[str, Handler] = {
             op: getattr(self._store, op.replace(".", "_")) for op in OPERATIONS
         }
@@ -152,8 +156,24 @@ class AgentsService:
 
     def stop(self) -> None:
         if self._server is not None:
+            self._server.run(self._drain())
             self._server.stop()
             self._server = None
+
+    async def _drain(self) -> None:
+        """Let held requests finish so that shutdown leaves no handler task behind."""
+        if self._release is not None:
+            self._release.set()
+        for _ in range(100):
+            if self._in_flight == 0:
+                return
+            await asyncio.sleep(0.01)
+
+    async def _hold(self, seconds: float) -> None:
+        if self._release is None:
+            self._release = asyncio.Event()  # created on the server's loop
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._release.wait(), seconds)
 
     def __enter__(self) -> AgentsService:
         return self.start()
@@ -223,19 +243,27 @@ class AgentsService:
         return app
 
     async def _handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        pending, reply = self._admit(request, raw)
-        if pending is not None:
-            if pending.fault is not None and pending.fault.kind == "timeout":
-                # Hold the answer past the client's timeout; the request is still applied.
-                await asyncio.sleep(pending.fault.delay_seconds)
-            reply = self._complete(pending)
-        assert reply is not None
+        self._in_flight += 1
+        try:
+            reply = await self._respond(request)
+        finally:
+            self._in_flight -= 1
         headers = {"Content-Type": "application/json", **reply.headers}
         request_id = request.headers.get("x-ms-client-request-id")
         if request_id:
             headers["x-ms-client-request-id"] = request_id
         return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+    async def _respond(self, request: web.Request) -> _Reply:
+        raw = await request.read()
+        pending, reply = self._admit(request, raw)
+        if pending is None:
+            assert reply is not None
+            return reply
+        if pending.fault is not None and pending.fault.kind == "timeout":
+            # Hold the answer past the client's timeout; the request is still applied after.
+            await self._hold(pending.fault.delay_seconds)
+        return self._complete(pending)
 
     def _admit(self, request: web.Request, raw: bytes) -> tuple[_Pending | None, _Reply | None]:
         """Record the request and check auth, api-version and route; pick a fault."""
@@ -326,7 +354,7 @@ class AgentsService:
         self._store.advance_all(now)
         handler = self._handlers[pending.operation]
         try:
-            result = handler(pending.params, pending.record.query, pending.record.body, now)
+            result = handler(Call(pending.params, pending.record.query, pending.record.body, now))
         except ApiError as error:
             return _error_reply(error)
         # Copy so later state changes cannot alter what this response recorded.

@@ -201,10 +201,8 @@ def paginate(items: Iterable[JSON], query: Mapping[str, str]) -> JSON:
     if before is not None:
         window_ids = [item["id"] for item in window]
         window = window[: window_ids.index(before)] if before in window_ids else []
-    if before is not None and after is None:
-        page = window[-limit:]  # the items nearest the cursor
-    else:
-        page = window[:limit]
+    # With only `before`, the page is made of the items nearest the cursor.
+    page = window[-limit:] if before is not None and after is None else window[:limit]
     has_more = len(window) > len(page)
     return {
         "object": "list",
@@ -213,6 +211,16 @@ def paginate(items: Iterable[JSON], query: Mapping[str, str]) -> JSON:
         "last_id": page[-1]["id"] if page and has_more else None,
         "has_more": has_more,
     }
+
+
+@dataclass(frozen=True)
+class Call:
+    """One routed request: path parameters, query, parsed JSON body and the current time."""
+
+    params: dict[str, str]
+    query: dict[str, str]
+    body: Any
+    now: datetime
 
 
 # ---------------------------------------------------------------------------- records
@@ -431,7 +439,10 @@ class Store:
                 type="message_creation",
                 created_at=at,
                 status="completed",
-                details={"type": "message_creation", "message_creation": {"message_id": message["id"]}},
+                details={
+                    "type": "message_creation",
+                    "message_creation": {"message_id": message["id"]},
+                },
                 completed_at=at,
                 usage=run.usage,
             )
@@ -573,10 +584,10 @@ class Store:
         }
 
     # ------------------------------------------------------------------ operations
-    # Each takes (path params, query, parsed body, now) and returns the JSON to answer with.
+    # Each takes the routed call and returns the JSON to answer with, or raises ApiError.
 
-    def assistants_create(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        data = as_object(body)
+    def assistants_create(self, c: Call) -> JSON:
+        data = as_object(c.body)
         model = data.get("model")
         if not isinstance(model, str) or not model:
             raise bad_request("Missing required parameter: 'model'.", "model")
@@ -587,7 +598,7 @@ class Store:
         agent: JSON = {
             "id": self.new_id("asst"),
             "object": "assistant",
-            "created_at": ts(now),
+            "created_at": ts(c.now),
             "name": _opt_str(data, "name"),
             "description": _opt_str(data, "description"),
             "model": model,
@@ -602,19 +613,19 @@ class Store:
         self.agents[agent["id"]] = agent
         return agent
 
-    def assistants_list(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        return paginate(self.agents.values(), q)
+    def assistants_list(self, c: Call) -> JSON:
+        return paginate(self.agents.values(), c.query)
 
-    def assistants_get(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        agent = self.agents.get(p["assistant_id"])
+    def assistants_get(self, c: Call) -> JSON:
+        agent = self.agents.get(c.params["assistant_id"])
         if agent is None:
-            raise not_found("assistant", p["assistant_id"])
+            raise not_found("assistant", c.params["assistant_id"])
         return agent
 
-    def assistants_delete(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        if self.agents.pop(p["assistant_id"], None) is None:
-            raise not_found("assistant", p["assistant_id"])
-        return {"id": p["assistant_id"], "object": "assistant.deleted", "deleted": True}
+    def assistants_delete(self, c: Call) -> JSON:
+        if self.agents.pop(c.params["assistant_id"], None) is None:
+            raise not_found("assistant", c.params["assistant_id"])
+        return {"id": c.params["assistant_id"], "object": "assistant.deleted", "deleted": True}
 
     def _parse_thread_options(self, raw: Any, param: str) -> tuple[list[_MessageInput], JSON]:
         data = as_object(raw, required=False)
@@ -637,42 +648,45 @@ class Store:
             thread.messages.append(self._message(thread.id, message, now))
         return thread
 
-    def threads_create(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        parsed, data = self._parse_thread_options(body, "")
-        return self._create_thread(parsed, data, now).render()
+    def threads_create(self, c: Call) -> JSON:
+        parsed, data = self._parse_thread_options(c.body, "")
+        return self._create_thread(parsed, data, c.now).render()
 
-    def threads_get(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        return self._thread(p["thread_id"]).render()
+    def threads_list(self, c: Call) -> JSON:
+        return paginate((t.render() for t in self.threads.values()), c.query)
 
-    def threads_delete(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        self._thread(p["thread_id"])
-        del self.threads[p["thread_id"]]
-        return {"id": p["thread_id"], "object": "thread.deleted", "deleted": True}
+    def threads_get(self, c: Call) -> JSON:
+        return self._thread(c.params["thread_id"]).render()
 
-    def messages_create(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        thread = self._thread(p["thread_id"])
-        parsed = _parse_message(body, "message")
+    def threads_delete(self, c: Call) -> JSON:
+        self._thread(c.params["thread_id"])
+        del self.threads[c.params["thread_id"]]
+        return {"id": c.params["thread_id"], "object": "thread.deleted", "deleted": True}
+
+    def messages_create(self, c: Call) -> JSON:
+        thread = self._thread(c.params["thread_id"])
+        parsed = _parse_message(c.body, "message")
         active = self._active_run(thread) if self.enforce_single_active_run else None
         if active is not None:
             raise bad_request(
                 f"Can't add messages to {thread.id} while a run {active.id} is active."
             )
-        message = self._message(thread.id, parsed, now)
+        message = self._message(thread.id, parsed, c.now)
         thread.messages.append(message)
         return message
 
-    def messages_list(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        thread = self._thread(p["thread_id"])
-        run_id = q.get("run_id")
+    def messages_list(self, c: Call) -> JSON:
+        thread = self._thread(c.params["thread_id"])
+        run_id = c.query.get("run_id")
         messages = [m for m in thread.messages if run_id is None or m["run_id"] == run_id]
-        return paginate(messages, q)
+        return paginate(messages, c.query)
 
-    def messages_get(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        thread = self._thread(p["thread_id"])
+    def messages_get(self, c: Call) -> JSON:
+        thread = self._thread(c.params["thread_id"])
         for message in thread.messages:
-            if message["id"] == p["message_id"]:
+            if message["id"] == c.params["message_id"]:
                 return message
-        raise not_found("message", p["message_id"])
+        raise not_found("message", c.params["message_id"])
 
     def _new_run(
         self, thread: _Thread | None, data: JSON, now: datetime, pending_thread: Any = None
@@ -693,9 +707,7 @@ class Store:
         extra = data.get("additional_messages") or []
         if not isinstance(extra, list):
             raise bad_request("Invalid type for 'additional_messages'.", "additional_messages")
-        extra_parsed = [
-            _parse_message(m, f"additional_messages[{i}]") for i, m in enumerate(extra)
-        ]
+        extra_parsed = [_parse_message(m, f"additional_messages[{i}]") for i, m in enumerate(extra)]
         for key in ("max_prompt_tokens", "max_completion_tokens"):
             limit = data.get(key)
             if limit is not None and (not isinstance(limit, int) or limit < 256):
@@ -758,47 +770,45 @@ class Store:
         self._advance(run, now)
         return run
 
-    def runs_create(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        thread = self._thread(p["thread_id"])
-        return self.render_run(self._new_run(thread, as_object(body), now))
+    def runs_create(self, c: Call) -> JSON:
+        thread = self._thread(c.params["thread_id"])
+        return self.render_run(self._new_run(thread, as_object(c.body), c.now))
 
-    def threads_create_and_run(
-        self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime
-    ) -> JSON:
-        data = as_object(body)
-        return self.render_run(self._new_run(None, data, now, pending_thread=data.get("thread")))
+    def threads_create_and_run(self, c: Call) -> JSON:
+        data = as_object(c.body)
+        return self.render_run(self._new_run(None, data, c.now, pending_thread=data.get("thread")))
 
-    def runs_list(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        thread = self._thread(p["thread_id"])
-        return paginate((self.render_run(self.runs[r]) for r in thread.run_ids), q)
+    def runs_list(self, c: Call) -> JSON:
+        thread = self._thread(c.params["thread_id"])
+        return paginate((self.render_run(self.runs[r]) for r in thread.run_ids), c.query)
 
-    def runs_get(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        return self.render_run(self._run(p["thread_id"], p["run_id"]))
+    def runs_get(self, c: Call) -> JSON:
+        return self.render_run(self._run(c.params["thread_id"], c.params["run_id"]))
 
-    def runs_cancel(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        run = self._run(p["thread_id"], p["run_id"])
+    def runs_cancel(self, c: Call) -> JSON:
+        run = self._run(c.params["thread_id"], c.params["run_id"])
         if run.status not in CANCELLABLE_STATUSES:
             raise bad_request(f"Cannot cancel run with status '{run.status}'.")
-        self._enter(run, "cancelling", now)
+        self._enter(run, "cancelling", c.now)
         run.tool_calls = None
         run.expires_at = None
-        self._advance(run, now)  # a zero cancel delay completes right away
+        self._advance(run, c.now)  # a zero cancel delay completes right away
         return self.render_run(run)
 
-    def runs_submit_tool_outputs(
-        self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime
-    ) -> JSON:
-        run = self._run(p["thread_id"], p["run_id"])
-        data = as_object(body)
+    def runs_submit_tool_outputs(self, c: Call) -> JSON:
+        run = self._run(c.params["thread_id"], c.params["run_id"])
+        data = as_object(c.body)
         if data.get("stream"):
             raise bad_request("streaming not supported by the loopback service yet", "stream")
         if run.status != "requires_action" or run.tool_calls is None:
             raise bad_request(
-                f"Runs in status \"{run.status}\" do not accept tool outputs.", "tool_outputs"
+                f'Runs in status "{run.status}" do not accept tool outputs.', "tool_outputs"
             )
         outputs = data.get("tool_outputs")
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-            raise bad_request("Invalid 'tool_outputs': expected an array of objects.", "tool_outputs")
+            raise bad_request(
+                "Invalid 'tool_outputs': expected an array of objects.", "tool_outputs"
+            )
         submitted = [o.get("tool_call_id") for o in outputs]
         expected = [c["id"] for c in run.tool_calls]
         if len(set(submitted)) != len(submitted) or set(submitted) != set(expected):
@@ -812,21 +822,21 @@ class Store:
                 for call in step.details["tool_calls"]:
                     call["function"]["output"] = by_id.get(call["id"])
                 step.status = "completed"
-                step.completed_at = now
+                step.completed_at = c.now
         run.tool_calls = None
         run.tool_round_done = True
         run.expires_at = None
-        self._enter(run, "in_progress", now)
-        self._advance(run, now)
+        self._enter(run, "in_progress", c.now)
+        self._advance(run, c.now)
         return self.render_run(run)
 
-    def run_steps_list(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        run = self._run(p["thread_id"], p["run_id"])
-        return paginate((self.render_step(run, s) for s in run.steps), q)
+    def run_steps_list(self, c: Call) -> JSON:
+        run = self._run(c.params["thread_id"], c.params["run_id"])
+        return paginate((self.render_step(run, s) for s in run.steps), c.query)
 
-    def run_steps_get(self, p: dict[str, str], q: dict[str, str], body: Any, now: datetime) -> JSON:
-        run = self._run(p["thread_id"], p["run_id"])
+    def run_steps_get(self, c: Call) -> JSON:
+        run = self._run(c.params["thread_id"], c.params["run_id"])
         for step in run.steps:
-            if step.id == p["step_id"]:
+            if step.id == c.params["step_id"]:
                 return self.render_step(run, step)
-        raise not_found("run step", p["step_id"])
+        raise not_found("run step", c.params["step_id"])

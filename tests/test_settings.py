@@ -1,0 +1,74 @@
+"""Settings are validated once, with errors naming the setting; http only for loopback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.settings import SettingsError, load_settings
+
+BASE = {
+    "AZURE_AI_PROJECT_ENDPOINT": "https://x.services.ai.azure.com/api/projects/p",
+    "EVENTGRID_TOPIC_ENDPOINT": "https://t.westus-1.eventgrid.azure.net/api/events",
+}
+
+
+def test_defaults_are_safe() -> None:
+    settings = load_settings(BASE)
+    assert settings.event_schema == "eventgrid"
+    assert settings.event_source == "/agent-runs"
+    assert settings.eventgrid_key is None
+    assert not settings.agents_is_loopback
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"AZURE_AI_PROJECT_ENDPOINT": ""}, "AZURE_AI_PROJECT_ENDPOINT"),
+        ({"EVENTGRID_TOPIC_ENDPOINT": "http://example.com/api/events"}, "EVENTGRID_TOPIC_ENDPOINT"),
+        (
+            {"AZURE_AI_PROJECT_ENDPOINT": "http://10.0.0.5/api/projects/p"},
+            "AZURE_AI_PROJECT_ENDPOINT",
+        ),
+        ({"EVENT_SCHEMA": "xml"}, "EVENT_SCHEMA"),
+        ({"POLL_INITIAL_SECONDS": "fast"}, "POLL_INITIAL_SECONDS"),
+        ({"POLL_MAX_SECONDS": "1", "POLL_INITIAL_SECONDS": "5"}, "POLL_MAX_SECONDS"),
+        ({"POLLS_PER_GENERATION": "2.5"}, "POLLS_PER_GENERATION"),
+        ({"DEFAULT_DEADLINE_SECONDS": "99999999"}, "DEFAULT_DEADLINE_SECONDS"),
+    ],
+)
+def test_bad_settings_are_named(changes: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings({**BASE, **changes})
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.8.9.10", "[::1]"])
+def test_plain_http_is_accepted_for_loopback_hosts(host: str) -> None:
+    settings = load_settings(
+        {**BASE, "AZURE_AI_PROJECT_ENDPOINT": f"http://{host}:8091/api/projects/l"}
+    )
+    assert settings.agents_is_loopback
+
+
+def test_the_key_never_shows_in_repr() -> None:
+    settings = load_settings({**BASE, "EVENTGRID_TOPIC_KEY": "s3cr3t-topic-key"})
+    assert "s3cr3t-topic-key" not in repr(settings)
+
+
+def test_the_app_refuses_to_start_with_a_bad_setting() -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_AI", "EVENTGRID"))}
+    env.update(BASE, EVENTGRID_TOPIC_ENDPOINT="http://eventgrid.example.com/api/events")
+    result = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "EVENTGRID_TOPIC_ENDPOINT" in result.stderr

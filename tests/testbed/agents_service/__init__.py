@@ -1,0 +1,34 @@
+"""A loopback service speaking the Azure AI Agents v1 REST protocol, for tests and local dev.
+
+Run progress is computed from a (virtual) clock on every read, faults can be injected per
+operation, and every request is recorded. See AgentsService.
+"""
+
+from ._client import (
+    AllowHttpPolicy,
+    AsyncDummyTokenCredential,
+    DummyTokenCredential,
+    make_async_client,
+    make_sync_client,
+)
+from ._models import FAULT_KINDS, FINAL_STATUSES, Clock, FaultRule, RecordedRequest, RunScript
+from ._service import OPERATIONS, PROJECT_PATH, AgentsService
+from ._wallclock import WallClock
+
+__all__ = [
+    "FAULT_KINDS",
+    "FINAL_STATUSES",
+    "OPERATIONS",
+    "PROJECT_PATH",
+    "AgentsService",
+    "AllowHttpPolicy",
+    "AsyncDummyTokenCredential",
+    "Clock",
+    "DummyTokenCredential",
+    "FaultRule",
+    "RecordedRequest",
+    "RunScript",
+    "WallClock",
+    "make_async_client",
+    "make_sync_client",
+]

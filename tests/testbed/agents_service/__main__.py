@@ -1,0 +1,24 @@
+"""Serve the loopback Agents service on wall-clock time: python -m tests.testbed.agents_service"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import threading
+
+from . import AgentsService, WallClock
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8091)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    with AgentsService(WallClock(), seed=args.seed, port=args.port) as service:
+        print(f"Agents endpoint: {service.endpoint}  (Ctrl-C to stop)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
