@@ -74,6 +74,13 @@ def describe_failure(exc: BaseException) -> dict[str, Any]:
             "error": {"code": _error_code(exc), "message": _short(exc.message or str(exc))},
             "httpStatus": 404,
         }
+    if isinstance(exc, DecodeError):
+        # A 200 whose body did not parse (DecodeError subclasses HttpResponseError): transient.
+        return {
+            "outcome": "transient",
+            "error": {"code": "malformed_response", "message": _short(str(exc))},
+            "retryAfter": None,
+        }
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         status = int(exc.status_code)
         headers = dict(getattr(exc.response, "headers", None) or {})

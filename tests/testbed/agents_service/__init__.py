@@ -1,7 +1,16 @@
 """A loopback service speaking the Azure AI Agents v1 REST protocol, for tests and local dev.
 
 Run progress is computed from a (virtual) clock on every read, faults can be injected per
-operation, and every request is recorded. See AgentsService.
+operation, and every request is recorded::
+
+    clock = VirtualClock()
+    with AgentsService(clock) as service, make_sync_client(service) as client:
+        service.default_script = RunScript(duration_seconds=30, final_status="failed")
+        service.faults.append(FaultRule(operation="runs.get", kind="429_retry_after", count=1))
+        ...  # drive the real SDK; clock.advance(...) moves runs along
+        service.calls("runs.get"), service.runs, service.fault_counts
+
+Standalone on wall-clock time: ``python -m tests.testbed.agents_service --port 8091``.
 """
 
 from ._client import (

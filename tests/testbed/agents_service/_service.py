@@ -159,6 +159,7 @@ class AgentsService:
             self._server.run(self._drain())
             self._server.stop()
             self._server = None
+            self._release = None  # bound to the stopped loop
 
     async def _drain(self) -> None:
         """Let held requests finish so that shutdown leaves no handler task behind."""
@@ -208,7 +209,8 @@ class AgentsService:
         """Every run as `runs.get` would return it now."""
         with self._lock:
             self._store.advance_all(self.clock.now())
-            return {rid: self._store.render_run(run) for rid, run in self._store.runs.items()}
+            runs = {rid: self._store.render_run(run) for rid, run in self._store.runs.items()}
+            return copy.deepcopy(runs)
 
     def messages(self, thread_id: str) -> list[JSON]:
         """A thread's messages as of now, oldest first."""
@@ -357,6 +359,9 @@ class AgentsService:
             result = handler(Call(pending.params, pending.record.query, pending.record.body, now))
         except ApiError as error:
             return _error_reply(error)
+        except Exception as error:  # e.g. a failing script_for: still answer in JSON
+            internal = ApiError(500, "loopback_internal_error", f"{type(error).__name__}: {error}")
+            return _error_reply(internal)
         # Copy so later state changes cannot alter what this response recorded.
         return _json_reply(200, copy.deepcopy(result))
 
