@@ -5,6 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
+# The infra checkers (checkov, pycep) live in their own venv: their many pins must not
+# disturb the app's dependencies.
+INFRA_VENV := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed
 AZURITE_DIR := .azurite
 
 .PHONY: start test lint typecheck unit install clean
@@ -14,6 +18,12 @@ $(PIP_STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(INFRA_STAMP): infra/requirements-checks.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INFRA_VENV)/bin/python -m pip install --quiet -r infra/requirements-checks.txt
 	touch $@
 
 $(NPM_STAMP): package.json
@@ -29,7 +39,7 @@ lint: $(PIP_STAMP)
 typecheck: $(PIP_STAMP)
 	$(VENV)/bin/mypy function_app.py shared tests
 
-unit: $(PIP_STAMP)
+unit: $(PIP_STAMP) $(INFRA_STAMP)
 	$(PY) -m pytest
 
 test: lint typecheck unit
@@ -53,4 +63,4 @@ start: $(PIP_STAMP) $(NPM_STAMP) local.settings.json
 	  source $(VENV)/bin/activate && func start --python
 
 clean:
-	rm -rf $(VENV) node_modules $(AZURITE_DIR) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules $(AZURITE_DIR) .mypy_cache .ruff_cache .pytest_cache

@@ -14,8 +14,9 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 
 from shared.schedule import PollingPolicy, next_wait_seconds
+from shared.settings import get_settings
 from shared.timefmt import from_iso
-from tests.relay_bed import EVENT_DATA_SCHEMA, RelayBed, relay_bed
+from tests.relay_bed import EVENT_DATA_SCHEMA, relay_bed
 from tests.testbed.agents_service import FaultRule, RunScript
 
 TERMINAL_SCRIPTS: dict[str, RunScript] = {
@@ -136,7 +137,7 @@ def test_a_three_hour_run_has_bounded_history_and_the_scheduled_polls() -> None:
                 seen_polls.append(view["polls"])
             assert bed.host.advance_to_next_timer()
         view = bed.status(submission_id)
-        policy = bed.host_settings_policy()
+        policy = get_settings().polling
         assert view["polls"] == expected_polls(policy, submission_id, 3 * 3600)
         assert seen_polls == sorted(seen_polls)
         assert len(set(seen_polls)) >= view["polls"] - 1
@@ -216,4 +217,5 @@ def test_continuing_an_existing_thread_adds_the_messages_to_it() -> None:
         assert view["agentRun"]["threadId"] == thread_id
         assert len(bed.agents.calls("threads.create")) == 1
         posted = [r.body for r in bed.agents.calls("messages.create")]
-        assert posted and posted[-1]["content"] == "follow-up"
+        assert posted
+        assert posted[-1]["content"] == "follow-up"

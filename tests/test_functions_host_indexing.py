@@ -1,0 +1,111 @@
+"""The emulated host indexes apps like the worker and the host, and refuses what they refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.testbed.functions_host import EmulatedHost, IndexingError, UnsupportedFeatureError
+
+SAMPLES = "tests.functions_host_samples"
+
+
+def test_good_app_is_indexed_with_raw_bindings_routes_and_auth() -> None:
+    with EmulatedHost(f"{SAMPLES}.basic_app") as host:
+        functions = host.functions
+        start = functions["http_start"]
+        assert start.trigger_type == "httpTrigger"
+        assert start.route == "orchestrators/{name}"
+        assert start.methods == ("POST",)
+        assert start.auth_level == "function"
+        # What the host receives: the parsed get_raw_bindings() JSON.
+        assert {"direction": "IN", "type": "durableClient", "name": "client"} in start.bindings
+        assert {"direction": "OUT", "type": "http", "name": "$return"} in start.bindings
+        assert start.durable_client_bindings == ("client",)
+        assert functions["ping"].auth_level == "anonymous"
+        assert functions["admin_only"].auth_level == "admin"
+        assert functions["whoami"].requires_context
+        orchestrator = functions["hello_sequence"]
+        assert orchestrator.trigger_type == "orchestrationTrigger"
+        assert orchestrator.bindings == [
+            {"direction": "IN", "type": "orchestrationTrigger", "name": "context"}
+        ]
+        assert functions["say_hello"].trigger_type == "activityTrigger"
+        assert functions["check_status"].is_async
+        assert functions["on_grid_event"].trigger_type == "eventGridTrigger"
+
+
+def test_the_same_module_indexes_again_in_a_second_host() -> None:
+    # FunctionRegister.get_functions() refuses to run twice; one process indexes once.
+    with EmulatedHost(f"{SAMPLES}.basic_app") as first:
+        names = set(first.functions)
+    with EmulatedHost(f"{SAMPLES}.basic_app") as second:
+        assert set(second.functions) == names
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        ("bad_missing_trigger", "does not have a trigger"),
+        ("bad_two_triggers", "A trigger was already registered"),
+        ("bad_param_mismatch", "declared in Python but not in the function's bindings"),
+        ("bad_binding_without_param", "declared in the function's bindings but not in Python"),
+        ("bad_duplicate_names", "does not have a unique function name"),
+        ("bad_duplicate_names_case", "does not have a unique function name"),
+        ("bad_duplicate_routes", "HTTP route conflict"),
+        ("bad_orchestrator_param", "context_name='ctx'"),
+        ("bad_two_apps", "More than one"),
+        ("bad_no_app", "Could not find top level function app"),
+        ("does_not_exist", "importing"),
+    ],
+)
+def test_bad_apps_are_refused(module: str, message: str) -> None:
+    host = EmulatedHost(f"{SAMPLES}.{module}")
+    with pytest.raises(IndexingError, match=message):
+        host.start()
+    with pytest.raises(Exception, match="not started"):
+        host.functions  # noqa: B018 - the failed host must not look usable
+
+
+def test_unsupported_bindings_are_refused_loudly() -> None:
+    import sys
+    import types
+
+    import azure.functions as func
+
+    module = types.ModuleType("emulated_host_queue_app")
+    app = func.FunctionApp()
+
+    @app.queue_trigger(arg_name="msg", queue_name="q", connection="Storage")
+    def on_message(msg: func.QueueMessage) -> None:
+        return None
+
+    module.__dict__["app"] = app
+    sys.modules[module.__name__] = module
+    try:
+        with pytest.raises(UnsupportedFeatureError, match="queueTrigger"):
+            EmulatedHost(module.__name__).start()
+    finally:
+        del sys.modules[module.__name__]
+
+
+def test_env_is_applied_while_open_and_restored_on_close() -> None:
+    import os
+
+    os.environ.pop("EMULATED_HOST_SETTING", None)
+    with EmulatedHost(f"{SAMPLES}.basic_app", env={"EMULATED_HOST_SETTING": "on"}):
+        assert os.environ["EMULATED_HOST_SETTING"] == "on"
+    assert "EMULATED_HOST_SETTING" not in os.environ
+
+
+def test_route_prefix_and_hub_name_come_from_host_json(tmp_path: Path) -> None:
+    host_json = tmp_path / "host.json"
+    host_json.write_text(
+        '{"version": "2.0", "extensions": {"http": {"routePrefix": ""},'
+        ' "durableTask": {"hubName": "OtherHub"}}}'
+    )
+    with EmulatedHost(f"{SAMPLES}.basic_app", host_json=host_json) as host:
+        assert host.http("GET", "/ping", key=None).get_body() == b"pong"
+        assert host.http("GET", "/api/ping", key=None).status_code == 404
+        assert '"taskHubName": "OtherHub"' in host.durable_client_json()

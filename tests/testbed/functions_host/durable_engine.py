@@ -1,0 +1,1072 @@
+"""The Durable Task side of the emulated host: instances, queues, episodes, timers.
+
+Modelled on DurableTask.Core + DurableTask.AzureStorage as driven by the Functions extension:
+
+- Every orchestration step is an *episode*: a batch of queued messages for one instance is
+  appended to its history after a new OrchestratorStarted, the orchestrator user function is
+  invoked with the whole generation's history (earlier events IsPlayed=true), the extension's
+  replay shim (shim.py) turns the returned actions into decisions, and the decisions are
+  committed together: TaskScheduled/TimerCreated events, activity work items, timer messages,
+  then OrchestratorCompleted. Nothing is committed if the worker "crashes" first, and the
+  consumed messages stay queued (at-least-once delivery, as with Azure Storage queues).
+- Activities are work items executed separately; their TaskCompleted/TaskFailed come back as
+  messages. A result is lost if the worker crashes before it is committed: the activity runs
+  again (at-least-once).
+- Timers are messages that become visible at fireAt on the *virtual* clock.
+- Messages for another execution (after continue-as-new or a replaced instance) and messages
+  for finished instances are dropped, as DTFx does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from ..clock import VirtualClock
+from . import history as h
+from .errors import (
+    NonDeterminismError,
+    OrchestrationStuckError,
+    StepLimitError,
+    UnsupportedFeatureError,
+    VirtualTimeLimitError,
+)
+from .indexing import IndexedFunction
+from .shim import NonDeterminismDetected, ShimOutcome, ShimReplay
+from .worker import ActivityResult, InvocationFailure, OrchestratorResult
+
+FINISHED = frozenset({"Completed", "Failed", "Terminated"})
+RUNNING_STATES = frozenset({"Running", "Pending"})
+CRASH_KINDS = (
+    "before_episode",
+    "after_episode_before_commit",
+    "after_activity_before_commit",
+    "after_timer_fired",
+)
+_OUT_OF_PROC_MARKER = "$OutOfProcData$:"
+_INVALID_ID_CHARS = set("/\\#?")
+
+
+@dataclass(frozen=True)
+class CrashPoint:
+    """Where a simulated worker crash may happen.
+
+    kind: one of CRASH_KINDS; step: the engine's global step number; detail: the activity
+    name (activities), the message types of the batch (episodes), or the timer's fireAt.
+    """
+
+    kind: str
+    instance_id: str
+    step: int
+    detail: str
+
+
+@dataclass
+class HostStats:
+    episodes: int = 0
+    replayed_events: int = 0
+    activity_executions: Counter[str] = field(default_factory=Counter)
+    duplicate_executions: int = 0
+    crashes: int = 0
+    timers_fired: int = 0
+    non_determinism: int = 0
+    steps: int = 0
+
+
+@dataclass
+class FaultPolicy:
+    """Fault injection knobs, read at each step (so a test may change them mid-run)."""
+
+    duplicate_activities: bool | Callable[[str, Any], bool] = False
+    crash_when: Callable[[CrashPoint], bool] | None = None
+    # None: an episode takes every queued message (a batch), like a busy control queue.
+    max_messages_per_episode: int | None = None
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """A consistent snapshot of one orchestration instance."""
+
+    instance_id: str
+    name: str
+    runtime_status: str
+    input: Any
+    output: Any
+    custom_status: Any
+    created_time: datetime
+    last_updated_time: datetime
+    history: list[dict[str, Any]]
+    generation: int
+    history_lengths: list[int]
+    failure: str | None
+    execution_id: str
+    last_context: dict[str, Any] | None
+    diagnostics: tuple[str, ...]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.runtime_status in FINISHED
+
+
+class ApiError(Exception):
+    """An HTTP API refusal: status code and the JSON body the extension would send."""
+
+    def __init__(self, status: int, body: dict[str, Any] | None) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def error_body(message: str, exception_message: str, exception_type: str) -> dict[str, Any]:
+    """ASP.NET Web API HttpError shape (request.CreateErrorResponse(status, message, exception))."""
+    return {
+        "Message": message,
+        "ExceptionMessage": exception_message,
+        "ExceptionType": exception_type,
+        "StackTrace": None,
+    }
+
+
+@dataclass
+class _Message:
+    seq: int
+    kind: Literal["start", "event", "task", "timer", "terminate"]
+    event: dict[str, Any]
+    execution_id: str | None  # None: addressed to the instance (client events, terminate)
+
+
+@dataclass
+class _Timer:
+    fire_at: datetime
+    seq: int
+    instance_id: str
+    execution_id: str
+    timer_id: int
+    created: datetime
+
+
+@dataclass
+class _WorkItem:
+    seq: int
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    input: str | None
+
+
+@dataclass
+class _Instance:
+    instance_id: str
+    name: str
+    status: str
+    input: str | None
+    created_time: datetime
+    last_updated_time: datetime
+    execution_id: str
+    output: str | None = None
+    custom_status: Any = None
+    generation: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    history_lengths: list[int] = field(default_factory=lambda: [0])
+    failure: str | None = None
+    inbox: list[_Message] = field(default_factory=list)
+    last_context: dict[str, Any] | None = None
+    diagnostics: list[str] = field(default_factory=list)
+
+
+def _loads_or_raw(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _failure_details_json(activity: str, failure: InvocationFailure) -> str:
+    """Utils.SerializeCause of the host's RpcException, roughly as Newtonsoft writes it."""
+    return json.dumps(
+        {
+            "$type": "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException, "
+            "Microsoft.Azure.WebJobs.Script",
+            "ClassName": "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException",
+            "Message": failure.host_message,
+            "RemoteMessage": failure.worker_message,
+            "RemoteTypeName": type(failure.exception).__name__,
+            "IsUserException": True,
+            "Source": activity,
+        }
+    )
+
+
+class DurableEngine:
+    """Thread-safe store + scheduler. User code is never called with the lock held."""
+
+    def __init__(
+        self,
+        *,
+        clock: VirtualClock,
+        hub_name: str,
+        functions: Mapping[str, IndexedFunction],
+        orchestrators: Mapping[str, str],
+        activities: Mapping[str, str],
+        overridable_states: str,
+        policy: FaultPolicy,
+        stats: HostStats,
+        run_orchestrator: Callable[[IndexedFunction, str], OrchestratorResult],
+        run_activity: Callable[[IndexedFunction, str | None], ActivityResult],
+        on_crash: Callable[[CrashPoint], None],
+        strict_determinism: bool,
+    ) -> None:
+        self.clock = clock
+        self.hub_name = hub_name
+        self._functions = dict(functions)
+        self._orchestrators = dict(orchestrators)
+        self._activities = dict(activities)
+        self._overridable_states = overridable_states
+        self.policy = policy
+        self.stats = stats
+        self._run_orchestrator = run_orchestrator
+        self._run_activity_fn = run_activity
+        self._on_crash = on_crash
+        self.strict_determinism = strict_determinism
+        self._lock = threading.RLock()
+        self._seq = itertools.count()
+        self._instances: dict[str, _Instance] = {}
+        self._work: list[_WorkItem] = []
+        self._timers: list[_Timer] = []
+
+    # ---------------------------------------------------------------- client operations
+
+    def start_new(self, name: str, input_json: str | None, instance_id: str | None = None) -> str:
+        with self._lock:
+            if name.lower() not in self._orchestrators:
+                known = "', '".join(sorted(self._orchestrators.values()))
+                raise ApiError(
+                    400,
+                    error_body(
+                        "One or more of the arguments submitted is incorrect",
+                        f"The function '{name}' doesn't exist, is disabled, or is not an "
+                        "orchestrator function. Additional info: The following are the known "
+                        f"orchestrator functions: '{known}'.",
+                        "System.ArgumentException",
+                    ),
+                )
+            # The extension generates Guid.NewGuid().ToString("N") ids.
+            instance_id = instance_id or uuid.uuid4().hex
+            self._validate_instance_id(instance_id)
+            existing = self._instances.get(instance_id)
+            if (
+                existing is not None
+                and self._overridable_states.lower() == "nonrunningstates"
+                and existing.status in RUNNING_STATES
+            ):
+                raise ApiError(
+                    500,
+                    error_body(
+                        "An error has occurred.",
+                        f"An Orchestration instance with the status {existing.status} already exists.",
+                        "DurableTask.Core.Exceptions.OrchestrationAlreadyExistsException",
+                    ),
+                )
+            now = self.clock.now()
+            execution_id = uuid.uuid4().hex
+            instance = _Instance(
+                instance_id=instance_id,
+                name=name,
+                status="Pending",
+                input=input_json,
+                created_time=now,
+                last_updated_time=now,
+                execution_id=execution_id,
+            )
+            instance.inbox.append(
+                _Message(
+                    next(self._seq),
+                    "start",
+                    h.execution_started(
+                        now,
+                        instance_id=instance_id,
+                        execution_id=execution_id,
+                        name=name,
+                        input_json=input_json,
+                    ),
+                    execution_id,
+                )
+            )
+            # Default overridableExistingInstanceStates=AnyState: the old instance (even a
+            # running one) is silently replaced; its queued work belongs to a dead execution.
+            self._instances[instance_id] = instance
+            return instance_id
+
+    @staticmethod
+    def _validate_instance_id(instance_id: str) -> None:
+        bad = (
+            not instance_id
+            or len(instance_id) > 256
+            or instance_id.startswith("@")
+            or any(c in _INVALID_ID_CHARS or ord(c) < 32 for c in instance_id)
+        )
+        if bad:
+            raise ApiError(
+                400,
+                error_body(
+                    "One or more of the arguments submitted is incorrect",
+                    f"Instance ID '{instance_id}' contains invalid characters.",
+                    "System.ArgumentException",
+                ),
+            )
+
+    def raise_event(self, instance_id: str, event_name: str, input_json: str | None) -> None:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                raise ApiError(404, {"Message": f"No instance with ID '{instance_id}' found."})
+            if instance.status in FINISHED:
+                raise ApiError(
+                    410,
+                    {"Message": "The orchestration instance with the provided ID is not running."},
+                )
+            # DTFx keeps events that arrive before the orchestrator waits: they are appended to
+            # history (EventRaised) and both the SDK and the extension buffer them.
+            instance.inbox.append(
+                _Message(
+                    next(self._seq),
+                    "event",
+                    h.event_raised(self.clock.now(), event_name, input_json),
+                    None,
+                )
+            )
+
+    def terminate(self, instance_id: str, reason: str | None) -> None:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                raise ApiError(404, {"Message": f"No instance with ID '{instance_id}' found."})
+            if instance.status in FINISHED:
+                raise ApiError(
+                    410,
+                    {"Message": "The orchestration instance with the provided ID is not running."},
+                )
+            instance.inbox.append(
+                _Message(
+                    next(self._seq),
+                    "terminate",
+                    h.execution_terminated(self.clock.now(), reason),
+                    None,
+                )
+            )
+
+    def purge(self, instance_id: str) -> int:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None or instance.status not in FINISHED:
+                return 0
+            del self._instances[instance_id]
+            return 1
+
+    def purge_many(
+        self,
+        *,
+        created_from: datetime | None,
+        created_to: datetime | None,
+        statuses: set[str] | None,
+    ) -> int:
+        with self._lock:
+            doomed = [
+                i.instance_id
+                for i in self._instances.values()
+                if i.status in FINISHED
+                and self._matches(i, statuses, created_from, created_to, None)
+            ]
+            for instance_id in doomed:
+                del self._instances[instance_id]
+            return len(doomed)
+
+    @staticmethod
+    def _matches(
+        instance: _Instance,
+        statuses: set[str] | None,
+        created_from: datetime | None,
+        created_to: datetime | None,
+        prefix: str | None,
+    ) -> bool:
+        if statuses and instance.status.lower() not in {s.lower() for s in statuses}:
+            return False
+        if created_from is not None and instance.created_time < created_from:
+            return False
+        if created_to is not None and instance.created_time > created_to:
+            return False
+        return not (prefix and not instance.instance_id.startswith(prefix))
+
+    def status_json(
+        self,
+        instance_id: str,
+        *,
+        show_input: bool = True,
+        show_history: bool = False,
+        show_history_output: bool = False,
+    ) -> dict[str, Any] | None:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                return None
+            return self._status_of(instance, show_input, show_history, show_history_output)
+
+    def list_status_json(
+        self,
+        *,
+        statuses: set[str] | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        prefix: str | None = None,
+        show_input: bool = True,
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                self._status_of(i, show_input, False, False)
+                for i in self._instances.values()
+                if self._matches(i, statuses, created_from, created_to, prefix)
+            ]
+
+    def _status_of(
+        self, instance: _Instance, show_input: bool, show_history: bool, show_output: bool
+    ) -> dict[str, Any]:
+        # HttpApiHandler's status JSON: JTokens for input/output/customStatus, "s"+"Z" times.
+        status: dict[str, Any] = {
+            "name": instance.name,
+            "instanceId": instance.instance_id,
+            "runtimeStatus": instance.status,
+            "input": _loads_or_raw(instance.input) if show_input else None,
+            "customStatus": instance.custom_status,
+            "output": _loads_or_raw(instance.output),
+            "createdTime": h.format_status_time(instance.created_time),
+            "lastUpdatedTime": h.format_status_time(instance.last_updated_time),
+        }
+        if show_history:
+            status["historyEvents"] = self._history_for_status(instance.history, show_output)
+        return status
+
+    @staticmethod
+    def _history_for_status(
+        events: list[dict[str, Any]], show_output: bool
+    ) -> list[dict[str, Any]]:
+        """The extension's simplified history (no OrchestratorStarted/Completed, no scheduling)."""
+        hidden = {
+            h.EventType.ORCHESTRATOR_STARTED,
+            h.EventType.ORCHESTRATOR_COMPLETED,
+            h.EventType.TASK_SCHEDULED,
+            h.EventType.TIMER_CREATED,
+        }
+        scheduled = {
+            e["EventId"]: e for e in events if e["EventType"] == h.EventType.TASK_SCHEDULED
+        }
+        result: list[dict[str, Any]] = []
+        for event in events:
+            event_type = h.EventType(event["EventType"])
+            if event_type in hidden:
+                continue
+            item: dict[str, Any] = {
+                "EventType": "".join(p.capitalize() for p in event_type.name.split("_")),
+                "Timestamp": event["Timestamp"],
+            }
+            if event_type == h.EventType.EXECUTION_STARTED:
+                item["FunctionName"] = event.get("Name")
+            elif event_type in (h.EventType.TASK_COMPLETED, h.EventType.TASK_FAILED):
+                source = scheduled.get(event.get("TaskScheduledId"))
+                item["FunctionName"] = source.get("Name") if source else None
+                item["ScheduledTime"] = source.get("Timestamp") if source else None
+                if event_type == h.EventType.TASK_COMPLETED and show_output:
+                    item["Result"] = _loads_or_raw(event.get("Result"))
+                if event_type == h.EventType.TASK_FAILED:
+                    item["Reason"] = event.get("Reason")
+                    item["Details"] = event.get("Details")
+            elif event_type == h.EventType.TIMER_FIRED:
+                item["FireAt"] = event.get("FireAt")
+            elif event_type == h.EventType.EVENT_RAISED:
+                item["Name"] = event.get("Name")
+                if show_output:
+                    item["Input"] = _loads_or_raw(event.get("Input"))
+            elif event_type in (h.EventType.EXECUTION_COMPLETED, h.EventType.CONTINUE_AS_NEW):
+                item["OrchestrationStatus"] = event.get("OrchestrationStatus")
+                if show_output:
+                    item["Result"] = _loads_or_raw(event.get("Result"))
+            result.append(item)
+        return result
+
+    # ---------------------------------------------------------------- snapshots
+
+    def snapshot(self, instance_id: str) -> InstanceView | None:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            return None if instance is None else self._view(instance)
+
+    def snapshots(self) -> list[InstanceView]:
+        with self._lock:
+            return [self._view(i) for i in self._instances.values()]
+
+    @staticmethod
+    def _view(instance: _Instance) -> InstanceView:
+        return InstanceView(
+            instance_id=instance.instance_id,
+            name=instance.name,
+            runtime_status=instance.status,
+            input=_loads_or_raw(instance.input),
+            output=_loads_or_raw(instance.output),
+            custom_status=instance.custom_status,
+            created_time=instance.created_time,
+            last_updated_time=instance.last_updated_time,
+            history=h.with_played(instance.history, True),
+            generation=instance.generation,
+            history_lengths=list(instance.history_lengths),
+            failure=instance.failure,
+            execution_id=instance.execution_id,
+            last_context=json.loads(json.dumps(instance.last_context))
+            if instance.last_context is not None
+            else None,
+            diagnostics=tuple(instance.diagnostics),
+        )
+
+    # ---------------------------------------------------------------- scheduling
+
+    def next_timer_at(self) -> datetime | None:
+        with self._lock:
+            live = [t.fire_at for t in self._timers if self._timer_is_live(t)]
+            return min(live) if live else None
+
+    def _timer_is_live(self, timer: _Timer) -> bool:
+        instance = self._instances.get(timer.instance_id)
+        return (
+            instance is not None
+            and instance.execution_id == timer.execution_id
+            and instance.status not in FINISHED
+        )
+
+    def has_ready_work(self) -> bool:
+        with self._lock:
+            now = self.clock.now()
+            return (
+                bool(self._work)
+                or any(t.fire_at <= now for t in self._timers)
+                or any(self._live_messages(i) for i in self._instances.values())
+            )
+
+    def _live_messages(self, instance: _Instance) -> list[_Message]:
+        if instance.status in FINISHED:
+            return []
+        return [m for m in instance.inbox if m.execution_id in (None, instance.execution_id)]
+
+    def run_until_idle(self, max_steps: int = 100_000) -> int:
+        """Run every ready step at the current virtual time until nothing is ready."""
+        start = self.stats.steps
+        while True:
+            progressed = self._fire_due_timers() > 0
+            with self._lock:
+                work = list(self._work)
+            for item in work:
+                self._check_budget(start, max_steps)
+                self._run_activity(item)
+                progressed = True
+            for instance_id in self._ready_instances():
+                self._check_budget(start, max_steps)
+                self._run_episode(instance_id)
+                progressed = True
+            if not progressed:
+                return self.stats.steps - start
+
+    def _check_budget(self, start: int, max_steps: int) -> None:
+        if self.stats.steps - start >= max_steps:
+            raise StepLimitError(f"more than {max_steps} steps without becoming idle")
+
+    def _ready_instances(self) -> list[str]:
+        with self._lock:
+            ready: list[tuple[int, str]] = []
+            for instance in self._instances.values():
+                live = self._live_messages(instance)
+                # DTFx drops messages for finished instances and for other executions.
+                instance.inbox = live
+                if live:
+                    ready.append((live[0].seq, instance.instance_id))
+            return [instance_id for _, instance_id in sorted(ready)]
+
+    def _fire_due_timers(self) -> int:
+        fired = 0
+        while True:
+            with self._lock:
+                now = self.clock.now()
+                due = sorted(
+                    (t for t in self._timers if t.fire_at <= now), key=lambda t: (t.fire_at, t.seq)
+                )
+                if not due:
+                    return fired
+                timer = due[0]
+                self._timers.remove(timer)
+                instance = self._instances.get(timer.instance_id)
+                if instance is not None and instance.execution_id == timer.execution_id:
+                    # DTFx creates the TimerFired message when it commits TimerCreated.
+                    instance.inbox.append(
+                        _Message(
+                            next(self._seq),
+                            "timer",
+                            h.timer_fired(timer.created, timer.timer_id, timer.fire_at),
+                            timer.execution_id,
+                        )
+                    )
+                self.stats.timers_fired += 1
+                fired += 1
+                step = self._next_step()
+            # The message is durable: a crash now only restarts the worker.
+            self._maybe_crash(
+                CrashPoint(
+                    "after_timer_fired", timer.instance_id, step, h.format_timestamp(timer.fire_at)
+                )
+            )
+
+    def _next_step(self) -> int:
+        self.stats.steps += 1
+        return self.stats.steps
+
+    def _maybe_crash(self, point: CrashPoint) -> bool:
+        predicate = self.policy.crash_when
+        if predicate is None or not predicate(point):
+            return False
+        self.stats.crashes += 1
+        self._on_crash(point)
+        return True
+
+    # ---------------------------------------------------------------- activities
+
+    def _run_activity(self, item: _WorkItem) -> None:
+        with self._lock:
+            if item not in self._work:
+                return
+            function_name = self._activities.get(item.name.lower())
+            function = self._functions.get(function_name) if function_name else None
+            step = self._next_step()
+        if function is None:
+            outcome = ActivityResult(
+                failure=InvocationFailure(
+                    LookupError(f"Activity function '{item.name}' does not exist."), ""
+                )
+            )
+        else:
+            runs = 2 if self._wants_duplicate(item) else 1
+            outcome = ActivityResult()
+            for _ in range(runs):
+                outcome = self._run_activity_fn(function, item.input)
+                self.stats.activity_executions[item.name] += 1
+            if runs == 2:
+                # The first result is lost as after an unacknowledged queue message.
+                self.stats.duplicate_executions += 1
+        if self._maybe_crash(
+            CrashPoint("after_activity_before_commit", item.instance_id, step, item.name)
+        ):
+            return
+        with self._lock:
+            if item not in self._work:
+                return
+            self._work.remove(item)
+            now = self.clock.now()
+            if outcome.failure is None:
+                event = h.task_completed(now, item.task_id, outcome.result_json)
+            else:
+                # TaskActivityShim: TaskFailureException("Activity function 'x' failed: " + msg)
+                event = h.task_failed(
+                    now,
+                    item.task_id,
+                    f"Activity function '{item.name}' failed: {outcome.failure.host_message}",
+                    _failure_details_json(item.name, outcome.failure),
+                )
+            instance = self._instances.get(item.instance_id)
+            if instance is not None and instance.execution_id == item.execution_id:
+                instance.inbox.append(_Message(next(self._seq), "task", event, item.execution_id))
+
+    def _wants_duplicate(self, item: _WorkItem) -> bool:
+        policy = self.policy.duplicate_activities
+        if isinstance(policy, bool):
+            return policy
+        return bool(policy(item.name, _loads_or_raw(item.input)))
+
+    # ---------------------------------------------------------------- episodes
+
+    def _run_episode(self, instance_id: str) -> None:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                return
+            live = self._live_messages(instance)
+            if not live:
+                return
+            limit = self.policy.max_messages_per_episode
+            batch = live[:limit] if limit else live
+            step = self._next_step()
+            now = self.clock.now()
+            execution_id = instance.execution_id
+            consumed = {m.seq for m in batch}
+            terminate = next((m for m in batch if m.kind == "terminate"), None)
+            if terminate is not None:
+                self._commit_termination(instance, terminate, consumed, now)
+                self.stats.episodes += 1
+                return
+            new_events = [h.orchestrator_started(now), *(m.event for m in batch)]
+            past = h.with_played(instance.history, True)
+            context = {
+                "history": past + h.with_played(new_events, False),
+                "instanceId": instance.instance_id,
+                "isReplaying": bool(instance.history),
+                "parentInstanceId": None,
+                "input": instance.input,
+                "upperSchemaVersion": 1,
+                "upperSchemaVersionNew": 2,
+                "maximumShortTimerDuration": "6.00:00:00",
+                "longRunningTimerIntervalDuration": "3.00:00:00",
+            }
+            function_name = self._orchestrators.get(instance.name.lower())
+            function = self._functions[function_name] if function_name else None
+            full_history = instance.history + new_events
+            detail = ",".join(m.kind for m in batch)
+        if self._maybe_crash(CrashPoint("before_episode", instance_id, step, detail)):
+            return
+        if function is None:
+            raise UnsupportedFeatureError(f"orchestrator {instance.name!r} is not registered")
+        result = self._run_orchestrator(function, json.dumps(context))
+        self.stats.episodes += 1
+        self.stats.replayed_events += len(past)
+        state, failure, outcome, nondeterminism = self._decide(function, result, full_history)
+        if self._maybe_crash(CrashPoint("after_episode_before_commit", instance_id, step, detail)):
+            return
+        unsupported: UnsupportedFeatureError | None = None
+        if isinstance(outcome, UnsupportedFeatureError):
+            unsupported, outcome = outcome, None
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None or instance.execution_id != execution_id:
+                return  # replaced or purged meanwhile: the work item is abandoned
+            instance.last_context = context
+            self._commit_episode(
+                instance,
+                consumed,
+                new_events,
+                now,
+                state,
+                failure,
+                outcome,
+                nondeterminism,
+                unsupported,
+            )
+        if unsupported is not None:
+            raise unsupported
+        if nondeterminism is not None and self.strict_determinism:
+            raise NonDeterminismError(instance_id, nondeterminism)
+
+    def _decide(
+        self,
+        function: IndexedFunction,
+        result: OrchestratorResult,
+        full_history: list[dict[str, Any]],
+    ) -> tuple[
+        dict[str, Any] | None,
+        str | None,
+        ShimOutcome | UnsupportedFeatureError | None,
+        str | None,
+    ]:
+        """Parse the invocation result and run the extension's replay over it (no lock held)."""
+        name = function.durable_name or function.name
+        state: dict[str, Any] | None = None
+        if result.failure is None:
+            state = json.loads(result.state_json or "null")
+        else:
+            message = str(result.failure.exception)
+            if _OUT_OF_PROC_MARKER in message:
+                # The SDK raises with its state after a marker; the extension parses it out.
+                state = json.loads(message.split(_OUT_OF_PROC_MARKER, 1)[1])
+            else:
+                return (
+                    None,
+                    f"Orchestrator function '{name}' failed: {result.failure.worker_message}",
+                    None,
+                    None,
+                )
+        if not isinstance(state, dict):
+            return None, f"Orchestrator function '{name}' returned an invalid state", None, None
+        actions = state.get("actions") or [[]]
+        if int(state.get("schemaVersion", 0)) < 1:
+            return state, None, UnsupportedFeatureError("replay schema V1 is not emulated"), None
+        if len(actions) != 1:
+            return (
+                state,
+                f"With OOProc schema V{state.get('schemaVersion')}, expected actions array to be of "
+                f"length 1 in outer layer but got size: {len(actions)}",
+                None,
+                None,
+            )
+        shim = ShimReplay(
+            orchestrator_name=name,
+            actions=list(actions[0]),
+            is_done=bool(state.get("isDone")),
+            error=state.get("error"),
+            activity_exists=lambda activity: activity.lower() in self._activities,
+            known_activities=lambda: sorted(self._activities.values()),
+        )
+        try:
+            return state, None, shim.replay(full_history), None
+        except NonDeterminismDetected as exc:
+            return state, None, None, str(exc)
+        except UnsupportedFeatureError as exc:
+            return state, None, exc, None
+
+    def _commit_termination(
+        self, instance: _Instance, message: _Message, consumed: set[int], now: datetime
+    ) -> None:
+        # No user code runs: the batch is recorded and the execution closes as Terminated.
+        reason = message.event.get("Input")
+        batch = [m for m in instance.inbox if m.seq in consumed]
+        instance.inbox = [m for m in instance.inbox if m.seq not in consumed]
+        instance.history.extend(
+            [
+                h.orchestrator_started(now),
+                *(m.event for m in batch),
+                h.execution_completed(now, -1, "Terminated", reason),
+                h.orchestrator_completed(now),
+            ]
+        )
+        instance.status = "Terminated"
+        instance.output = json.dumps(reason)
+        instance.last_updated_time = now
+        instance.history_lengths[instance.generation] = len(instance.history)
+        instance.diagnostics = []
+
+    def _commit_episode(
+        self,
+        instance: _Instance,
+        consumed: set[int],
+        new_events: list[dict[str, Any]],
+        now: datetime,
+        state: dict[str, Any] | None,
+        failure: str | None,
+        outcome: ShimOutcome | None,
+        nondeterminism: str | None,
+        unsupported: UnsupportedFeatureError | None,
+    ) -> None:
+        instance.inbox = [m for m in instance.inbox if m.seq not in consumed]
+        appended = list(new_events)
+        if instance.status == "Pending":
+            instance.status = "Running"
+        if state is not None:
+            # A fresh shim context per episode: custom status is whatever this episode set.
+            instance.custom_status = state.get("customStatus")
+        if nondeterminism is not None:
+            self.stats.non_determinism += 1
+            failure = f"Non-Deterministic workflow detected: {nondeterminism}"
+        elif unsupported is not None:
+            failure = f"Emulator: {unsupported}"
+        if failure is not None or outcome is None:
+            message = failure or "orchestration failed"
+            appended += [
+                h.execution_completed(
+                    now,
+                    -1,
+                    "Failed",
+                    message,
+                    {"ErrorType": "OrchestrationFailureException", "ErrorMessage": message},
+                ),
+                h.orchestrator_completed(now),
+            ]
+            self._finish(instance, "Failed", json.dumps(message), message, now, appended)
+            instance.diagnostics = []
+            return
+        for decision in outcome.new_decisions:
+            if decision.kind == "activity":
+                appended.append(
+                    h.task_scheduled(now, decision.event_id, str(decision.name), decision.input)
+                )
+                self._work.append(
+                    _WorkItem(
+                        next(self._seq),
+                        instance.instance_id,
+                        instance.execution_id,
+                        decision.event_id,
+                        str(decision.name),
+                        decision.input,
+                    )
+                )
+            else:
+                assert decision.fire_at is not None
+                appended.append(h.timer_created(now, decision.event_id, decision.fire_at))
+                self._timers.append(
+                    _Timer(
+                        decision.fire_at,
+                        next(self._seq),
+                        instance.instance_id,
+                        instance.execution_id,
+                        decision.event_id,
+                        now,
+                    )
+                )
+        instance.diagnostics = list(outcome.diagnostics)
+        if outcome.completion == "completed":
+            assert state is not None
+            output = state.get("output")
+            output_json = None if output is None else json.dumps(output)
+            appended += [
+                h.execution_completed(now, outcome.completion_event_id, "Completed", output_json),
+                h.orchestrator_completed(now),
+            ]
+            self._finish(instance, "Completed", output_json, None, now, appended)
+        elif outcome.completion == "failed":
+            message = outcome.failure or "orchestration failed"
+            appended += [
+                h.execution_completed(
+                    now,
+                    outcome.completion_event_id,
+                    "Failed",
+                    message,
+                    {"ErrorType": "OrchestrationFailureException", "ErrorMessage": message},
+                ),
+                h.orchestrator_completed(now),
+            ]
+            self._finish(instance, "Failed", json.dumps(message), message, now, appended)
+        elif outcome.completion == "continued_as_new":
+            new_input = outcome.continue_as_new_input
+            appended += [
+                h.continue_as_new(now, outcome.completion_event_id, new_input),
+                h.orchestrator_completed(now),
+            ]
+            instance.history.extend(appended)
+            instance.history_lengths[instance.generation] = len(instance.history)
+            self._start_generation(instance, new_input, now)
+        else:
+            appended.append(h.orchestrator_completed(now))
+            instance.history.extend(appended)
+            instance.history_lengths[instance.generation] = len(instance.history)
+            instance.last_updated_time = now
+
+    def _finish(
+        self,
+        instance: _Instance,
+        status: str,
+        output_json: str | None,
+        failure: str | None,
+        now: datetime,
+        appended: list[dict[str, Any]],
+    ) -> None:
+        instance.history.extend(appended)
+        instance.history_lengths[instance.generation] = len(instance.history)
+        instance.status = status
+        instance.output = output_json
+        instance.failure = failure
+        instance.last_updated_time = now
+        if status in FINISHED:
+            instance.diagnostics = [d for d in instance.diagnostics if "open tasks" not in d]
+
+    def _start_generation(self, instance: _Instance, new_input: str | None, now: datetime) -> None:
+        """ContinueAsNew: a fresh history and execution id; instance-level messages survive."""
+        instance.generation += 1
+        instance.history = []
+        instance.history_lengths.append(0)
+        instance.execution_id = uuid.uuid4().hex
+        instance.input = new_input
+        instance.last_updated_time = now
+        start = _Message(
+            next(self._seq),
+            "start",
+            h.execution_started(
+                now,
+                instance_id=instance.instance_id,
+                execution_id=instance.execution_id,
+                name=instance.name,
+                input_json=new_input,
+            ),
+            instance.execution_id,
+        )
+        instance.inbox = [start, *(m for m in instance.inbox if m.execution_id is None)]
+
+    # ---------------------------------------------------------------- drivers
+
+    def advance_to_next_timer(self, max_steps: int = 100_000) -> bool:
+        moment = self.next_timer_at()
+        if moment is None:
+            return False
+        self.clock.advance_to(moment)
+        self.run_until_idle(max_steps)
+        return True
+
+    def advance(self, seconds: float, max_steps: int = 100_000) -> None:
+        target = self.clock.now().timestamp() + seconds
+        self.run_until_idle(max_steps)
+        while True:
+            moment = self.next_timer_at()
+            if moment is None or moment.timestamp() > target:
+                break
+            self.clock.advance_to(moment)
+            self.run_until_idle(max_steps)
+        remaining = target - self.clock.now().timestamp()
+        if remaining > 0:
+            self.clock.advance(remaining)
+        self.run_until_idle(max_steps)
+
+    def run_until_complete(
+        self,
+        instance_ids: Iterable[str] | None,
+        *,
+        max_virtual_seconds: float,
+        max_steps: int,
+    ) -> list[InstanceView]:
+        deadline = self.clock.now().timestamp() + max_virtual_seconds
+        start = self.stats.steps
+        while True:
+            used = self.stats.steps - start
+            self.run_until_idle(max(1, max_steps - used))
+            if self.stats.steps - start >= max_steps:
+                raise StepLimitError(f"more than {max_steps} steps before completion")
+            if self._all_finished(instance_ids):
+                return self._views_for(instance_ids)
+            moment = self.next_timer_at()
+            if moment is None:
+                pending = [v for v in self._views_for(instance_ids) if not v.is_finished]
+                details = "; ".join(
+                    f"{v.instance_id} ({v.name}, {v.runtime_status}): "
+                    + ("; ".join(v.diagnostics) or "no diagnostics")
+                    for v in pending
+                )
+                raise OrchestrationStuckError(
+                    f"no work is ready and no timer is pending, but instances are unfinished: {details}"
+                )
+            if moment.timestamp() > deadline:
+                raise VirtualTimeLimitError(
+                    f"next timer at {moment.isoformat()} is beyond the {max_virtual_seconds} s "
+                    "virtual-time budget"
+                )
+            self.clock.advance_to(moment)
+
+    def _all_finished(self, instance_ids: Iterable[str] | None) -> bool:
+        with self._lock:
+            if instance_ids is None:
+                return all(i.status in FINISHED for i in self._instances.values())
+            for instance_id in instance_ids:
+                instance = self._instances.get(instance_id)
+                if instance is None:
+                    raise KeyError(f"no orchestration instance {instance_id!r}")
+                if instance.status not in FINISHED:
+                    return False
+            return True
+
+    def _views_for(self, instance_ids: Iterable[str] | None) -> list[InstanceView]:
+        with self._lock:
+            if instance_ids is None:
+                return [self._view(i) for i in self._instances.values()]
+            views = []
+            for instance_id in instance_ids:
+                instance = self._instances.get(instance_id)
+                if instance is None:
+                    raise KeyError(f"no orchestration instance {instance_id!r}")
+                views.append(self._view(instance))
+            return views
