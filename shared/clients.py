@@ -85,6 +85,19 @@ def publish_call_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
+async def close_clients() -> None:
+    """Close this loop's clients (worker shutdown); the next call builds new ones."""
+    loop = asyncio.get_running_loop()
+    cached = _clients.pop(id(loop), None)
+    if cached is None:
+        return
+    clients = cached[1]
+    await clients.agents.close()
+    await clients.publisher.close()
+    for credential in clients.credentials:
+        await credential.close()
+
+
 def reset_clients() -> None:
     """Forget every cached client (a new worker process starts without them)."""
     _clients.clear()

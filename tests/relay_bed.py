@@ -11,10 +11,11 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import azure.functions as func
 
+from shared.clients import close_clients
 from shared.runtime import reset_worker_state
 from tests.testbed.agents_service import AgentsService, make_sync_client
 from tests.testbed.clock import VirtualClock
@@ -22,7 +23,7 @@ from tests.testbed.eventgrid_topic import EventGridTopic
 from tests.testbed.functions_host import EmulatedHost
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPIC_KEY = "relay-test-topic-key-0123456789abcdefABCDEF="
+TOPIC_KEY = "cmVsYXktdGVzdC10b3BpYy1rZXktMDEyMzQ1Njc4OWFiY2RlZg=="
 EVENT_DATA_SCHEMA = json.loads((ROOT / "docs" / "agent-run-completed.schema.json").read_text())
 
 
@@ -73,7 +74,9 @@ class RelayBed:
 
 @contextmanager
 def relay_bed(
-    *, event_schema: str = "eventgrid", settings: Mapping[str, str] | None = None
+    *,
+    event_schema: Literal["eventgrid", "cloudevents"] = "eventgrid",
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[RelayBed]:
     clock = VirtualClock()
     with (
@@ -94,4 +97,8 @@ def relay_bed(
             env=env,
             worker_reset_hooks=[reset_worker_state],
         ) as host:
-            yield RelayBed(host, agents, topic)
+            bed = RelayBed(host, agents, topic)
+            try:
+                yield bed
+            finally:
+                host.run_on_worker(close_clients())

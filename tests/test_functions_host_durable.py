@@ -375,6 +375,7 @@ def test_crashes_replay_from_history_and_reach_the_same_result(kind: str) -> Non
     with EmulatedHost(BASIC) as clean:
         expected = clean.run_until_complete(clean.start_orchestration("poller", state))
         clean_calls = len(basic_app.CALLS)
+        clean_episodes = clean.stats.episodes
     basic_app.reset_state()
     resets: list[int] = []
     with EmulatedHost(BASIC, worker_reset_hooks=[lambda: resets.append(1)]) as host:
@@ -388,6 +389,8 @@ def test_crashes_replay_from_history_and_reach_the_same_result(kind: str) -> Non
         assert view.generation == expected.generation
         extra = 1 if kind == "after_activity_before_commit" else 0
         assert len(basic_app.CALLS) == clean_calls + extra  # a lost result runs again
+        rerun = 1 if kind == "after_episode_before_commit" else 0
+        assert host.stats.episodes == clean_episodes + rerun  # a lost episode is replayed
 
 
 def test_crash_closes_the_sdk_session(host: EmulatedHost) -> None:

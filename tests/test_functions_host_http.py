@@ -242,6 +242,20 @@ def test_eventgrid_webhook(host: EmulatedHost) -> None:
     assert host.http("POST", unknown, key=None, headers=notify, body=body).status_code == 404
 
 
+def test_eventgrid_function_with_a_durable_client(host: EmulatedHost) -> None:
+    response = host.http(
+        "POST",
+        host.eventgrid_webhook_url("start_from_grid_event"),
+        key=None,
+        headers={"aeg-event-type": "Notification"},
+        body=json.dumps(grid_event("from-grid", {"n": 7})),  # a single event object is accepted
+    )
+    assert response.status_code == 202, host.http_errors
+    view = host.instance("from-grid")
+    assert view is not None
+    assert (view.name, view.input) == ("wait_for_go", {"n": 7})
+
+
 def test_eventgrid_delivery_target(host: EmulatedHost) -> None:
     deliver = host.eventgrid_webhook_target("on_grid_event")
     status, _, _ = deliver(

@@ -109,3 +109,16 @@ def test_route_prefix_and_hub_name_come_from_host_json(tmp_path: Path) -> None:
         assert host.http("GET", "/ping", key=None).get_body() == b"pong"
         assert host.http("GET", "/api/ping", key=None).status_code == 404
         assert '"taskHubName": "OtherHub"' in host.durable_client_json()
+
+
+def test_only_one_host_may_be_open_at_a_time() -> None:
+    from tests.testbed.functions_host import HostError
+
+    second = EmulatedHost(f"{SAMPLES}.basic_app")
+    with (
+        EmulatedHost(f"{SAMPLES}.basic_app"),
+        pytest.raises(HostError, match="another EmulatedHost is open"),
+    ):
+        second.start()
+    with EmulatedHost(f"{SAMPLES}.basic_app") as host:  # fine once the first one closed
+        assert "ping" in host.functions

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import pytest
@@ -40,9 +40,9 @@ def assert_valid_event(event: dict[str, Any], schema: str) -> dict[str, Any]:
         parsed = EventGridEvent.from_dict(event)
         assert parsed.event_type == "AgentRunCompleted"
         assert parsed.data_version == "1.0"
-        data = parsed.data
+        data: Any = parsed.data
     else:
-        cloud = CloudEvent.from_dict(event)
+        cloud: CloudEvent[Any] = CloudEvent.from_dict(event)
         assert cloud.type == "AgentRunCompleted"
         assert cloud.source == "/agent-runs"
         assert cloud.datacontenttype == "application/json"
@@ -54,7 +54,9 @@ def assert_valid_event(event: dict[str, Any], schema: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
 @pytest.mark.parametrize("final_status", sorted(TERMINAL_SCRIPTS))
-def test_each_terminal_status_publishes_exactly_one_event(schema: str, final_status: str) -> None:
+def test_each_terminal_status_publishes_exactly_one_event(
+    schema: Literal["eventgrid", "cloudevents"], final_status: str
+) -> None:
     with relay_bed(event_schema=schema) as bed:
         bed.agents.default_script = TERMINAL_SCRIPTS[final_status]
         submission_id = bed.submit(metadata={"ticket": "INC-1"})
@@ -76,7 +78,11 @@ def test_each_terminal_status_publishes_exactly_one_event(schema: str, final_sta
         terminal_at = max(
             run.get(f) or 0 for f in ("completed_at", "failed_at", "cancelled_at", "expires_at")
         )
-        assert from_iso(str(event_time)).timestamp() == pytest.approx(terminal_at, abs=1)
+        if terminal_at:
+            assert from_iso(str(event_time)).timestamp() == pytest.approx(terminal_at, abs=1)
+        else:
+            # No terminal timestamp from the service: the poll that saw the end is the time.
+            assert from_iso(str(event_time)) == bed.agents.calls("runs.get")[-1].time
         if final_status == "completed":
             assert data["output"] == {"text": "the answer", "truncated": False}
             assert data["usage"]["totalTokens"] == run["usage"]["total_tokens"]
@@ -191,7 +197,7 @@ def test_transient_errors_do_not_fail_the_submission() -> None:
         view = bed.complete(submission_id)
         assert view["status"] == "completed"
         assert sum(bed.agents.fault_counts.values()) > 0
-        assert len(bed.agents.calls("runs.create")) == 1
+        assert len(bed.agents.runs) == 1
         assert len(bed.events_for(submission_id)) == 1
 
 

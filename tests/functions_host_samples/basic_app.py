@@ -279,3 +279,11 @@ def approval_then_sleep(context: df.DurableOrchestrationContext) -> Orchestratio
     yield context.create_timer(context.current_utc_datetime + timedelta(seconds=120))
     greeting = yield context.call_activity("say_hello", "after sleep")
     return {"approved": approved.result, "greeting": greeting}
+
+
+@app.event_grid_trigger(arg_name="event")
+@app.durable_client_input(client_name="client")
+async def start_from_grid_event(
+    event: func.EventGridEvent, client: df.DurableOrchestrationClient
+) -> None:
+    await client.start_new("wait_for_go", event.id, event.get_json())

@@ -7,9 +7,9 @@ progress from it, so hours of polling take milliseconds of wall time.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-DEFAULT_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DEFAULT_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class VirtualClock:
@@ -18,7 +18,7 @@ class VirtualClock:
     def __init__(self, start: datetime = DEFAULT_EPOCH) -> None:
         if start.tzinfo is None:
             raise ValueError("VirtualClock needs a timezone-aware start")
-        self._now = start.astimezone(timezone.utc)
+        self._now = start.astimezone(UTC)
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
@@ -40,5 +40,5 @@ class VirtualClock:
         """Move forward to `moment`; a moment in the past leaves the clock where it is."""
         with self._lock:
             if moment > self._now:
-                self._now = moment.astimezone(timezone.utc)
+                self._now = moment.astimezone(UTC)
             return self._now

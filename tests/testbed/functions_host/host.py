@@ -267,7 +267,9 @@ class EmulatedHost:
 
     def _run_activity(self, function: IndexedFunction, input_json: str | None) -> ActivityResult:
         _, worker, _, _ = self._require()
-        return worker.run(invoke_activity(worker, function, input_json))
+        # An activity may also take a durable client binding (the DFApp wrapper builds it).
+        clients = {name: self.durable_client_json() for name in function.durable_client_bindings}
+        return worker.run(invoke_activity(worker, function, input_json, clients))
 
     def _on_crash(self, point: CrashPoint) -> None:
         self.restart_worker()

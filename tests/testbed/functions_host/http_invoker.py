@@ -213,6 +213,8 @@ class HttpFrontDoor:
                 Datum(json.dumps(event), "json"), trigger_metadata=None
             )
             kwargs: dict[str, Any] = {function.trigger_binding_name: value}
+            for binding in function.durable_client_bindings:
+                kwargs[binding] = self._client_json()
             if function.requires_context:
                 kwargs["context"] = InvocationContext(function.name)
             await self._worker.call(function.user_function, kwargs)

@@ -234,14 +234,17 @@ async def invoke_orchestrator(
 
 
 async def invoke_activity(
-    worker: WorkerLoop, function: IndexedFunction, input_json: str | None
+    worker: WorkerLoop,
+    function: IndexedFunction,
+    input_json: str | None,
+    extra_inputs: dict[str, Any] | None = None,
 ) -> ActivityResult:
     """One activity invocation, decoded/encoded with azure.functions' ActivityTriggerConverter."""
     try:
         value = ActivityTriggerConverter.decode(
             Datum("null" if input_json is None else input_json, "json"), trigger_metadata=None
         )
-        kwargs: dict[str, Any] = {function.trigger_binding_name: value}
+        kwargs: dict[str, Any] = {function.trigger_binding_name: value, **(extra_inputs or {})}
         if function.requires_context:
             kwargs["context"] = InvocationContext(function.name)
         returned = await worker.call(function.user_function, kwargs)
