@@ -225,3 +225,17 @@ def test_continuing_an_existing_thread_adds_the_messages_to_it() -> None:
         posted = [r.body for r in bed.agents.calls("messages.create")]
         assert posted
         assert posted[-1]["content"] == "follow-up"
+
+
+@pytest.mark.parametrize(("topic_key_setting", "auth"), [(None, "key"), ("", "bearer")])
+def test_publishing_uses_the_key_when_set_and_a_token_otherwise(
+    topic_key_setting: str | None, auth: str
+) -> None:
+    overrides = {} if topic_key_setting is None else {"EVENTGRID_TOPIC_KEY": topic_key_setting}
+    with relay_bed(settings=overrides) as bed:
+        submission_id = bed.submit()
+        bed.complete(submission_id)
+        received = [
+            r for r in bed.topic.events if r.event["data"]["submissionId"] == submission_id
+        ]
+        assert [r.auth for r in received] == [auth]
