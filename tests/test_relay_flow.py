@@ -235,7 +235,5 @@ def test_publishing_uses_the_key_when_set_and_a_token_otherwise(
     with relay_bed(settings=overrides) as bed:
         submission_id = bed.submit()
         bed.complete(submission_id)
-        received = [
-            r for r in bed.topic.events if r.event["data"]["submissionId"] == submission_id
-        ]
+        received = [r for r in bed.topic.events if r.event["data"]["submissionId"] == submission_id]
         assert [r.auth for r in received] == [auth]
