@@ -11,7 +11,7 @@ INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 AZURITE_DIR := .azurite
 
-.PHONY: start test lint typecheck unit install clean
+.PHONY: start check-core-tools test lint typecheck unit install clean
 
 $(PIP_STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -48,7 +48,7 @@ local.settings.json:
 	cp local.settings.sample.json local.settings.json
 	@echo "created local.settings.json from local.settings.sample.json"
 
-start: $(PIP_STAMP) $(NPM_STAMP) local.settings.json
+check-core-tools:
 	@if ! command -v func >/dev/null 2>&1; then \
 	  echo "error: Azure Functions Core Tools ('func') is not installed, so the app cannot start here." >&2; \
 	  echo "Install Core Tools v4, then run 'make start' again:" >&2; \
@@ -57,6 +57,8 @@ start: $(PIP_STAMP) $(NPM_STAMP) local.settings.json
 	  echo "Its npm package downloads the host binary while installing, so it needs internet access." >&2; \
 	  exit 1; \
 	fi
+
+start: check-core-tools $(PIP_STAMP) $(NPM_STAMP) local.settings.json
 	mkdir -p $(AZURITE_DIR)
 	npx azurite --silent --skipApiVersionCheck --location $(AZURITE_DIR) --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 & \
 	  azurite_pid=$$!; trap 'kill $$azurite_pid 2>/dev/null' EXIT INT TERM; \

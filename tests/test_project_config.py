@@ -1,0 +1,60 @@
+"""Project configuration: host.json against the Functions host schema, settings documented,
+and `make start` explaining itself where Core Tools are missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT.parent / "shared" / "specs"
+
+
+def test_host_json_validates_against_the_host_schema() -> None:
+    schema = json.loads((SPECS / "functions-host.schema.json").read_text())
+    host = json.loads((ROOT / "host.json").read_text())
+    jsonschema.validate(host, schema)
+    assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    assert host["extensionBundle"]["version"].startswith("[4.")
+    assert host["extensions"]["durableTask"]["hubName"]
+
+
+def test_the_schema_check_would_catch_a_typo() -> None:
+    schema = json.loads((SPECS / "functions-host.schema.json").read_text())
+    host = json.loads((ROOT / "host.json").read_text())
+    host["extensions"]["durableTask"]["hubNmae"] = host["extensions"]["durableTask"].pop("hubName")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(host, schema)
+
+
+def test_every_setting_the_app_reads_is_in_the_sample() -> None:
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]{3,})"', (ROOT / "shared" / "settings.py").read_text()))
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert read, "no settings found in shared/settings.py"
+    assert read <= set(sample), sorted(read - set(sample))
+    assert sample["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+    assert sample["FUNCTIONS_WORKER_RUNTIME"] == "python"
+
+
+@pytest.mark.skipif(shutil.which("func") is not None, reason="Core Tools are installed here")
+def test_make_start_says_how_to_install_core_tools() -> None:
+    env = dict(os.environ)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "start"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Core Tools" in result.stderr
+    assert "npm install -g azure-functions-core-tools@4" in result.stderr
