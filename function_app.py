@@ -32,6 +32,22 @@ async def get_run(
     return await http_api.get_run(req, client)
 
 
+@app.route(route="runs/{id}/cancel", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def cancel_run(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    return await http_api.cancel_run(req, client)
+
+
+@app.route(route="runs/{id}/tool-outputs", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def submit_run_tool_outputs(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    return await http_api.submit_tool_outputs(req, client)
+
+
 @app.orchestration_trigger(context_name="context")
 def agent_run_orchestrator(
     context: df.DurableOrchestrationContext,
@@ -52,6 +68,11 @@ async def poll_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
 @app.activity_trigger(input_name="payload")
 async def cancel_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
     return await activities.cancel_agent_run(payload)
+
+
+@app.activity_trigger(input_name="payload")
+async def submit_tool_outputs(payload: dict[str, Any]) -> dict[str, Any]:
+    return await activities.submit_tool_outputs(payload)
 
 
 @app.activity_trigger(input_name="payload")

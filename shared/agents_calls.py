@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from azure.ai.agents.aio import AgentsClient
-from azure.ai.agents.models import ThreadMessageOptions
+from azure.ai.agents.models import ThreadMessageOptions, ToolOutput
 
 from .clients import get_clients
 from .failures import describe_failure
@@ -63,11 +63,26 @@ async def _add_missing_messages(
         )
 
 
-async def start_run(submission_id: str, submission: Submission) -> dict[str, Any]:
+async def start_run(
+    submission_id: str, submission: Submission, *, find_only: bool = False
+) -> dict[str, Any]:
+    """Start the submission's run, or find the one an earlier attempt started.
+
+    With `find_only` (the submission was cancelled before its run was known), nothing is
+    created: the outcome's `run` is the earlier run or None.
+    """
     client = get_clients().agents
     marker = {RESERVED_METADATA_KEY: submission_id}
     log = {"submissionId": submission_id, "agentId": submission.agent_id}
     try:
+        if find_only:
+            thread_id = submission.thread_id or await _find_thread(client, submission_id) or ""
+            existing = await _find_run(client, thread_id, submission_id) if thread_id else None
+            return {
+                "outcome": "ok",
+                "run": run_snapshot(existing) if existing else None,
+                "reused": existing is not None,
+            }
         if submission.thread_id:
             thread_id = submission.thread_id
             existing = await _find_run(client, thread_id, submission_id)
@@ -137,4 +152,26 @@ async def cancel_run(submission_id: str, thread_id: str, run_id: str) -> dict[st
         logger.warning("cancelling the agent run failed: %s", outcome["error"]["code"], extra=log)
         return outcome
     logger.info("agent run cancel requested", extra=log)
+    return {"outcome": "ok", "run": run_snapshot(run.as_dict())}
+
+
+async def submit_tool_outputs(
+    submission_id: str, thread_id: str, run_id: str, tool_outputs: list[dict[str, str]]
+) -> dict[str, Any]:
+    client = get_clients().agents
+    log = {"submissionId": submission_id, "runId": run_id}
+    try:
+        run = await client.runs.submit_tool_outputs(
+            thread_id,
+            run_id,
+            tool_outputs=[
+                ToolOutput(tool_call_id=item["toolCallId"], output=item["output"])
+                for item in tool_outputs
+            ],
+        )
+    except Exception as exc:
+        outcome = describe_failure(exc)
+        logger.warning("submitting tool outputs failed: %s", outcome["error"]["code"], extra=log)
+        return outcome
+    logger.info("tool outputs submitted", extra=log)
     return {"outcome": "ok", "run": run_snapshot(run.as_dict())}

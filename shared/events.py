@@ -1,4 +1,4 @@
-"""Building the AgentRunCompleted event (pure: data in, dictionaries out).
+"""Building the relay's events (pure: data in, dictionaries out).
 
 The envelope fields are returned as plain values; the publish activity turns them into the
 SDK's EventGridEvent or CloudEvent so serialization stays the SDK's job.
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 EVENT_TYPE_COMPLETED = "AgentRunCompleted"
+EVENT_TYPE_REQUIRES_ACTION = "AgentRunRequiresAction"
+TOOL_ARGUMENTS_MAX_CHARS = 16 * 1024
 DATA_VERSION = "1.0"
 # Keeps a whole event far below Event Grid's 1 MB limit and within one 64 KB billing unit in
 # the common case (metadata and errors are bounded separately).
@@ -22,6 +24,12 @@ _EVENT_ID_NAMESPACE = uuid.UUID("6f1f3c52-8f0e-4a8e-9d55-3b8f1b6f0a11")
 def completed_event_id(submission_id: str) -> str:
     """The same id however often the event is published: subscribers de-duplicate on it."""
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{submission_id}/{EVENT_TYPE_COMPLETED}"))
+
+
+def requires_action_event_id(submission_id: str, run_id: str, tool_call_ids: list[str]) -> str:
+    """One id per run and required action, so a republished notification de-duplicates."""
+    key = "/".join([submission_id, run_id, *sorted(tool_call_ids), EVENT_TYPE_REQUIRES_ACTION])
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, key))
 
 
 def event_subject(agent_id: str, run_id: str | None) -> str:
@@ -60,7 +68,7 @@ def usage_field(usage: dict[str, Any] | None) -> dict[str, int] | None:
 
 
 @dataclass(frozen=True)
-class CompletedEvent:
+class RelayEvent:
     id: str
     event_type: str
     subject: str
@@ -85,7 +93,7 @@ def build_completed_event(
     completed_at: str,
     polls: int,
     cancellation_reason: str | None,
-) -> CompletedEvent:
+) -> RelayEvent:
     data = {
         "submissionId": submission_id,
         "runId": run_id,
@@ -102,11 +110,49 @@ def build_completed_event(
         "polls": polls,
         "cancellationReason": cancellation_reason,
     }
-    return CompletedEvent(
+    return RelayEvent(
         id=completed_event_id(submission_id),
         event_type=EVENT_TYPE_COMPLETED,
         subject=event_subject(agent_id, run_id),
         event_time=completed_at,
+        data_version=DATA_VERSION,
+        data=data,
+    )
+
+
+def build_requires_action_event(
+    *,
+    submission_id: str,
+    agent_id: str,
+    run_id: str,
+    thread_id: str | None,
+    tool_calls: list[dict[str, Any]],
+    expires_at: str | None,
+    event_time: str,
+    metadata: dict[str, str],
+) -> RelayEvent:
+    calls = [
+        {
+            "id": str(call["id"]),
+            "name": str(call.get("name") or ""),
+            "arguments": str(call.get("arguments") or "")[:TOOL_ARGUMENTS_MAX_CHARS],
+        }
+        for call in tool_calls
+    ]
+    data = {
+        "submissionId": submission_id,
+        "runId": run_id,
+        "threadId": thread_id,
+        "agentId": agent_id,
+        "toolCalls": calls,
+        "expiresAt": expires_at,
+        "metadata": dict(metadata),
+    }
+    return RelayEvent(
+        id=requires_action_event_id(submission_id, run_id, [c["id"] for c in calls]),
+        event_type=EVENT_TYPE_REQUIRES_ACTION,
+        subject=event_subject(agent_id, run_id),
+        event_time=event_time,
         data_version=DATA_VERSION,
         data=data,
     )

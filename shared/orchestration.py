@@ -4,6 +4,7 @@ Deterministic by construction: time comes only from `context.current_utc_datetim
 from a hash of the instance id, settings from the input. The work is a loop of small steps
 (one start attempt, one wait-and-poll, one publish attempt); after `polls_per_generation`
 steps the orchestration continues as new with its whole state, so history stays bounded.
+Waits race the timer against the `cancel` and `tool_outputs` events, so both act at once.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import Any
 
-from .events import build_completed_event
+from .events import RelayEvent, build_completed_event, build_requires_action_event
 from .relay_state import PHASE_DONE, PHASE_POLL, PHASE_PUBLISH, PHASE_START, RelayState
-from .run_status import RunPhase, classify_run_status
+from .run_status import REQUIRES_ACTION, RunPhase, classify_run_status
 from .schedule import TRANSIENT_RETRY_POLICY, PollingPolicy, next_wait_seconds
 from .timefmt import from_iso, to_iso
 
@@ -22,10 +23,16 @@ ORCHESTRATOR_NAME = "agent_run_orchestrator"
 START_ACTIVITY = "start_agent_run"
 POLL_ACTIVITY = "poll_agent_run"
 CANCEL_ACTIVITY = "cancel_agent_run"
+SUBMIT_TOOL_OUTPUTS_ACTIVITY = "submit_tool_outputs"
 PUBLISH_ACTIVITY = "publish_run_event"
+CANCEL_EVENT = "cancel"
+TOOL_OUTPUTS_EVENT = "tool_outputs"
 
 # A run the service keeps answering 404 for (after it was created) is gone.
 MAX_NOT_FOUND_STREAK = 5
+# Custom status is capped at 16 KB by the Durable storage provider: keep arguments short there
+# (the AgentRunRequiresAction event carries them in full).
+STATUS_ARGUMENTS_MAX_CHARS = 1024
 
 Step = Generator[Any, Any, None]
 
@@ -33,6 +40,28 @@ Step = Generator[Any, Any, None]
 def _now(context: Any) -> datetime:
     moment: datetime = context.current_utc_datetime
     return moment
+
+
+def _internal_error(exc: BaseException) -> dict[str, str]:
+    return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+class EventWaits:
+    """One wait per external event name, kept across loop turns and renewed once used.
+
+    (A wait re-created on every turn would stack, and a new event resolves the newest wait.)
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.cancel = context.wait_for_external_event(CANCEL_EVENT)
+        self.tool_outputs = context.wait_for_external_event(TOOL_OUTPUTS_EVENT)
+
+    def renew(self, used: Any) -> None:
+        if used is self.cancel:
+            self.cancel = self._context.wait_for_external_event(CANCEL_EVENT)
+        elif used is self.tool_outputs:
+            self.tool_outputs = self._context.wait_for_external_event(TOOL_OUTPUTS_EVENT)
 
 
 def _call(context: Any, name: str, payload: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
@@ -56,6 +85,22 @@ def _finish(state: RelayState, status: str, at: datetime, error: dict[str, Any] 
     state.completed_at = state.completed_at or to_iso(at)
     state.phase = PHASE_PUBLISH
     state.next_poll_at = None
+    state.required_action = None
+
+
+def _status_required_action(state: RelayState) -> dict[str, Any] | None:
+    action = state.required_action
+    if not action or state.status != REQUIRES_ACTION:
+        return None
+    return {
+        "type": "submit_tool_outputs",
+        "toolCalls": [
+            {**call, "arguments": call["arguments"][:STATUS_ARGUMENTS_MAX_CHARS]}
+            for call in action["toolCalls"]
+        ],
+        "expiresAt": action["expiresAt"],
+        "giveUpAt": action["giveUpAt"],
+    }
 
 
 def _publish_custom_status(context: Any, state: RelayState) -> None:
@@ -68,6 +113,7 @@ def _publish_custom_status(context: Any, state: RelayState) -> None:
         "submittedAt": state.submitted_at,
         "deadlineAt": state.deadline_at,
         "cancellationReason": state.cancel_reason,
+        "requiredAction": _status_required_action(state),
     }
     if state.last_error:
         status["lastError"] = state.last_error
@@ -76,23 +122,58 @@ def _publish_custom_status(context: Any, state: RelayState) -> None:
     context.set_custom_status(status)
 
 
-def _timer(context: Any, state: RelayState, wait_seconds: float, cap: datetime | None) -> Any:
-    fire_at = _now(context) + timedelta(seconds=wait_seconds)
-    if cap is not None and cap > _now(context):
-        fire_at = min(fire_at, cap)
+def _on_event(state: RelayState, waits: EventWaits, winner: Any) -> None:
+    """Apply a cancel or tool-outputs event; anything late, repeated or wrong is ignored."""
+    payload = winner.result if isinstance(winner.result, dict) else {}
+    if winner is waits.cancel:
+        if state.phase in (PHASE_START, PHASE_POLL) and state.cancel_reason is None:
+            state.cancel_reason = "requested"
+        else:
+            state.ignored_events += 1
+    else:
+        outputs = payload.get("toolOutputs")
+        action = state.required_action
+        expected = sorted(action["ids"]) if action else None
+        given = sorted(str(o.get("toolCallId")) for o in outputs or [] if isinstance(o, dict))
+        if action and state.tool_outputs is None and outputs and given == expected:
+            state.tool_outputs = [
+                {"toolCallId": str(o["toolCallId"]), "output": str(o.get("output", ""))}
+                for o in outputs
+            ]
+        else:
+            state.ignored_events += 1
+    waits.renew(winner)
+
+
+def _sleep(
+    context: Any, state: RelayState, waits: EventWaits, fire_at: datetime
+) -> Generator[Any, Any, bool]:
+    """Wait until `fire_at`; True if the timer fired, False if an event woke us first."""
+    timer = context.create_timer(fire_at)
     state.next_poll_at = to_iso(fire_at)
     _publish_custom_status(context, state)
-    return context.create_timer(fire_at)
+    winner = yield context.task_any([timer, waits.cancel, waits.tool_outputs])
+    if winner is timer:
+        return True
+    # An open timer keeps the instance busy until it fires: cancel the loser.
+    timer.cancel()
+    _on_event(state, waits, winner)
+    return False
 
 
-def _start_step(context: Any, state: RelayState) -> Step:
-    outcome = yield from _call(
-        context,
-        START_ACTIVITY,
-        {"submissionId": state.submission_id, "submission": state.submission},
-    )
+def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
+    payload = {
+        "submissionId": state.submission_id,
+        "submission": state.submission,
+        # Cancelled before the run exists: only look for a run an earlier attempt created.
+        "findOnly": state.cancel_reason is not None,
+    }
+    outcome = yield from _call(context, START_ACTIVITY, payload)
     now = _now(context)
     if outcome["outcome"] == "ok":
+        if outcome.get("run") is None:
+            _finish(state, "cancelled", now, None)
+            return
         state.run = outcome["run"]
         state.phase, state.attempts, state.last_error = PHASE_POLL, 0, None
         return
@@ -102,18 +183,15 @@ def _start_step(context: Any, state: RelayState) -> Step:
         return
     deadline = from_iso(str(state.deadline_at))
     if now >= deadline:
-        _finish(state, "failed", now, {"code": "start_timeout", **_message(outcome)})
+        error = outcome.get("error") or {}
+        message = f"the agent run could not be started: {error.get('message', '')}"
+        _finish(state, "failed", now, {"code": "start_timeout", "message": message})
         return
     state.attempts += 1
     wait = next_wait_seconds(
         TRANSIENT_RETRY_POLICY, state.attempts - 1, state.submission_id, outcome.get("retryAfter")
     )
-    yield _timer(context, state, wait, deadline)
-
-
-def _message(outcome: dict[str, Any]) -> dict[str, str]:
-    error = outcome.get("error") or {}
-    return {"message": f"the agent run could not be started: {error.get('message', '')}"}
+    yield from _sleep(context, state, waits, min(now + timedelta(seconds=wait), deadline))
 
 
 def _run_ids(state: RelayState) -> dict[str, Any]:
@@ -125,22 +203,99 @@ def _run_ids(state: RelayState) -> dict[str, Any]:
     }
 
 
-def _poll_step(context: Any, state: RelayState, policy: PollingPolicy) -> Step:
+def _send_cancel(context: Any, state: RelayState) -> Step:
+    outcome = yield from _call(context, CANCEL_ACTIVITY, _run_ids(state))
+    if outcome["outcome"] == "ok":
+        state.run = outcome["run"]
+    if outcome["outcome"] != "transient":
+        # Sent, or refused because the run already ended: either way polling tells the end.
+        state.cancel_sent = True
+        state.schedule_step = 0
+    else:
+        state.retry_after = outcome.get("retryAfter")
+
+
+def _send_tool_outputs(context: Any, state: RelayState) -> Step:
+    payload = {**_run_ids(state), "toolOutputs": state.tool_outputs}
+    outcome = yield from _call(context, SUBMIT_TOOL_OUTPUTS_ACTIVITY, payload)
+    if outcome["outcome"] == "transient":
+        state.retry_after = outcome.get("retryAfter")
+        return
+    if outcome["outcome"] == "ok":
+        state.run = outcome["run"]
+    # Submitted, or refused because the run no longer waits: polling tells what happened.
+    state.required_action, state.tool_outputs, state.schedule_step = None, None, 0
+
+
+def _notify_required_action(context: Any, state: RelayState) -> Step:
+    action = state.required_action
+    if action is None or action["published"]:
+        return
+    outcome = yield from _call(context, PUBLISH_ACTIVITY, action["event"])
+    if outcome["outcome"] == "ok":
+        action["published"] = True
+
+
+def _new_required_action(state: RelayState, now: datetime) -> None:
+    run = state.run or {}
+    calls = run.get("toolCalls") or []
+    ids = sorted(call["id"] for call in calls)
+    if state.required_action and state.required_action["ids"] == ids:
+        return
+    give_up = now + timedelta(seconds=state.tool_outputs_timeout_seconds)
+    if run.get("expiresAt"):
+        give_up = min(give_up, from_iso(run["expiresAt"]))
+    event = build_requires_action_event(
+        submission_id=state.submission_id,
+        agent_id=state.submission["agentId"],
+        run_id=str(run.get("runId")),
+        thread_id=run.get("threadId"),
+        tool_calls=calls,
+        expires_at=run.get("expiresAt"),
+        event_time=to_iso(now),
+        metadata=state.submission.get("metadata") or {},
+    )
+    state.required_action = {
+        "ids": ids,
+        "toolCalls": event.data["toolCalls"],
+        "expiresAt": run.get("expiresAt"),
+        "giveUpAt": to_iso(give_up),
+        "event": _event_payload(event),
+        "published": False,
+    }
+    state.tool_outputs = None
+
+
+def _poll_step(context: Any, state: RelayState, policy: PollingPolicy, waits: EventWaits) -> Step:
+    now = _now(context)
     deadline = from_iso(str(state.deadline_at))
-    if state.cancel_reason is None and _now(context) >= deadline:
+    action = state.required_action
+    if state.cancel_reason is None and now >= deadline:
         state.cancel_reason = "deadline_exceeded"
+    if (
+        state.cancel_reason is None
+        and action is not None
+        and state.tool_outputs is None
+        and now >= from_iso(action["giveUpAt"])
+    ):
+        state.cancel_reason = "tool_outputs_timeout"
     if state.cancel_reason and not state.cancel_sent:
-        outcome = yield from _call(context, CANCEL_ACTIVITY, _run_ids(state))
-        if outcome["outcome"] == "ok":
-            state.run = outcome["run"]
-        if outcome["outcome"] != "transient":
-            # Sent, or refused because the run already ended: either way polling tells the end.
-            state.cancel_sent = True
-            state.schedule_step = 0
-        else:
-            state.retry_after = outcome.get("retryAfter")
+        yield from _send_cancel(context, state)
+    elif state.tool_outputs is not None:
+        yield from _send_tool_outputs(context, state)
+    if state.cancel_reason is None:
+        yield from _notify_required_action(context, state)
+
     wait = next_wait_seconds(policy, state.schedule_step, state.submission_id, state.retry_after)
-    yield _timer(context, state, wait, None if state.cancel_reason else deadline)
+    fire_at = _now(context) + timedelta(seconds=wait)
+    if state.cancel_reason is None:
+        caps = [deadline]
+        if state.required_action and state.tool_outputs is None:
+            caps.append(from_iso(state.required_action["giveUpAt"]))
+        fire_at = max(min([fire_at, *caps]), _now(context))
+    if not (yield from _sleep(context, state, waits, fire_at)):
+        return  # woken by an event: the next step acts on it at once
+
     outcome = yield from _call(context, POLL_ACTIVITY, _run_ids(state))
     state.polls += 1
     state.schedule_step += 1
@@ -153,18 +308,32 @@ def _poll_step(context: Any, state: RelayState, policy: PollingPolicy) -> Step:
             state.output_text = outcome.get("outputText")
             state.completed_at = state.run.get("terminalAt") or to_iso(now)
             _finish(state, status, now, state.run.get("lastError"))
+        elif status == REQUIRES_ACTION and state.run.get("toolCalls"):
+            _new_required_action(state, now)
+        elif status != REQUIRES_ACTION:
+            state.required_action, state.tool_outputs = None, None
         return
     state.last_error = outcome.get("error")
     if outcome["outcome"] == "not_found":
         state.not_found_streak += 1
         if state.not_found_streak >= MAX_NOT_FOUND_STREAK:
-            _finish(
-                state, "failed", now, {"code": "run_not_found", "message": "the agent run is gone"}
-            )
+            gone = {"code": "run_not_found", "message": "the agent run is gone"}
+            _finish(state, "failed", now, gone)
         return
     # Transient and even "permanent" poll failures keep polling: the run exists and giving up
     # would leave it unobserved. Retry-After stretches the next wait.
     state.retry_after = outcome.get("retryAfter")
+
+
+def _event_payload(event: RelayEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "event_type": event.event_type,
+        "subject": event.subject,
+        "event_time": event.event_time,
+        "data_version": event.data_version,
+        "data": event.data,
+    }
 
 
 def _completed_event(state: RelayState) -> dict[str, Any]:
@@ -186,19 +355,18 @@ def _completed_event(state: RelayState) -> dict[str, Any]:
         polls=state.polls,
         cancellation_reason=cancellation,
     )
-    return {
-        "id": event.id,
-        "event_type": event.event_type,
-        "subject": event.subject,
-        "event_time": event.event_time,
-        "data_version": event.data_version,
-        "data": event.data,
-    }
+    return _event_payload(event)
 
 
-def _publish_step(context: Any, state: RelayState) -> Step:
+def _publish_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
     if state.event is None:
-        state.event = _completed_event(state)
+        try:
+            state.event = _completed_event(state)
+        except Exception as exc:
+            # Whatever broke the event, the submission still ends in one (minimal) event.
+            state.run, state.output_text = None, None
+            state.final_status, state.final_error = "failed", _internal_error(exc)
+            state.event = _completed_event(state)
         state.publish_started_at = to_iso(_now(context))
         state.attempts = 0
         state.retry_after = None
@@ -222,7 +390,7 @@ def _publish_step(context: Any, state: RelayState) -> Step:
     wait = next_wait_seconds(
         TRANSIENT_RETRY_POLICY, state.attempts - 1, state.submission_id, outcome.get("retryAfter")
     )
-    yield _timer(context, state, wait, None)
+    yield from _sleep(context, state, waits, now + timedelta(seconds=wait))
 
 
 def final_output(state: RelayState) -> dict[str, Any]:
@@ -234,6 +402,7 @@ def final_output(state: RelayState) -> dict[str, Any]:
         "polls": state.polls,
         "submittedAt": state.submitted_at,
         "completedAt": state.completed_at,
+        "cancellationReason": state.cancel_reason if state.status == "cancelled" else None,
         "result": event.get("data"),
         "event": {"id": event["id"], "publishedAt": state.published_at}
         if state.published_at
@@ -243,12 +412,20 @@ def final_output(state: RelayState) -> dict[str, Any]:
 
 
 def relay_orchestrator(context: Any) -> Generator[Any, Any, dict[str, Any] | None]:
-    state = RelayState.from_dict(context.get_input())
-    policy = PollingPolicy.from_dict(state.submission["polling"])
+    policy: PollingPolicy | None = None
+    try:
+        state = RelayState.from_dict(context.get_input())
+        policy = PollingPolicy.from_dict(state.submission["polling"])
+    except Exception as exc:
+        state = RelayState.unreadable(context.instance_id, _internal_error(exc))
     if state.submitted_at is None:
         now = _now(context)
         state.submitted_at = to_iso(now)
-        state.deadline_at = to_iso(now + timedelta(seconds=state.submission["deadlineSeconds"]))
+        deadline_seconds = int(state.submission.get("deadlineSeconds") or 0)
+        state.deadline_at = to_iso(now + timedelta(seconds=deadline_seconds))
+        if state.final_status:
+            state.completed_at = to_iso(now)
+    waits = EventWaits(context)
     steps = 0
     while state.phase != PHASE_DONE:
         if steps >= state.polls_per_generation:
@@ -259,18 +436,17 @@ def relay_orchestrator(context: Any) -> Generator[Any, Any, dict[str, Any] | Non
         phase = state.phase
         try:
             if phase == PHASE_START:
-                yield from _start_step(context, state)
-            elif phase == PHASE_POLL:
-                yield from _poll_step(context, state, policy)
+                yield from _start_step(context, state, waits)
+            elif phase == PHASE_POLL and policy is not None:
+                yield from _poll_step(context, state, policy, waits)
             else:
-                yield from _publish_step(context, state)
+                yield from _publish_step(context, state, waits)
         except Exception as exc:
             # A bug must still end in exactly one event (or, failing that, a visible error).
-            error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:500]}
             if phase == PHASE_PUBLISH:
-                state.publish_error, state.phase = error, PHASE_DONE
+                state.publish_error, state.phase = _internal_error(exc), PHASE_DONE
             else:
-                _finish(state, "failed", _now(context), error)
+                _finish(state, "failed", _now(context), _internal_error(exc))
         steps += 1
     _publish_custom_status(context, state)
     return final_output(state)

@@ -9,7 +9,7 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 
 from .clients import get_clients, publish_call_options
-from .events import CompletedEvent
+from .events import RelayEvent
 from .failures import describe_failure
 from .settings import Settings, get_settings
 from .timefmt import from_iso
@@ -17,7 +17,7 @@ from .timefmt import from_iso
 logger = logging.getLogger("agent_run_relay.publish")
 
 
-def to_sdk_event(event: CompletedEvent, settings: Settings) -> EventGridEvent | CloudEvent[Any]:
+def to_sdk_event(event: RelayEvent, settings: Settings) -> EventGridEvent | CloudEvent[Any]:
     # event_time / time are explicit: the SDK would otherwise stamp the wall clock, and the
     # event must carry when the run ended (and be identical when republished).
     moment = from_iso(event.event_time)
@@ -41,7 +41,7 @@ def to_sdk_event(event: CompletedEvent, settings: Settings) -> EventGridEvent | 
     )
 
 
-async def publish(event: CompletedEvent) -> dict[str, Any]:
+async def publish(event: RelayEvent) -> dict[str, Any]:
     settings = get_settings()
     log = {"submissionId": event.data.get("submissionId"), "eventId": event.id}
     try:

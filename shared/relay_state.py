@@ -19,6 +19,9 @@ class RelayState:
     submission: dict[str, Any]
     polls_per_generation: int
     publish_retry_window_seconds: int
+    tool_outputs_timeout_seconds: int = 900
+    # sha256 of the request body when it came with an Idempotency-Key.
+    request_fingerprint: str | None = None
     phase: str = PHASE_START
     generation: int = 0
     submitted_at: str | None = None
@@ -42,6 +45,10 @@ class RelayState:
     published_at: str | None = None
     publish_error: dict[str, Any] | None = None
     last_error: dict[str, Any] | None = field(default=None)
+    # The run's pending function calls while it is `requires_action`, and when we give up.
+    required_action: dict[str, Any] | None = None
+    tool_outputs: list[dict[str, str]] | None = None
+    ignored_events: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +57,18 @@ class RelayState:
     def from_dict(cls, data: dict[str, Any]) -> RelayState:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def unreadable(cls, instance_id: str, error: dict[str, Any]) -> RelayState:
+        """A state for an input that could not be read: it can only report its own failure."""
+        state = cls(
+            submission_id=instance_id,
+            submission={"agentId": "unknown", "metadata": {}},
+            polls_per_generation=50,
+            publish_retry_window_seconds=24 * 3600,
+        )
+        state.phase, state.final_status, state.final_error = PHASE_PUBLISH, "failed", error
+        return state
 
     @property
     def status(self) -> str:

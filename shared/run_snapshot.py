@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .run_status import normalize_run_status
-from .timefmt import from_unix, to_iso
+from .timefmt import unix_to_iso
 
 _TERMINAL_TIME_FIELDS = ("completed_at", "failed_at", "cancelled_at")
 
@@ -16,8 +16,6 @@ def run_snapshot(wire: dict[str, Any]) -> dict[str, Any]:
     status = normalize_run_status(wire.get("status"))
     if terminal_at is None and status == "expired":
         terminal_at = wire.get("expires_at")
-    terminal_moment = from_unix(terminal_at)
-    required = wire.get("required_action") or None
     return {
         "runId": wire.get("id"),
         "threadId": wire.get("thread_id"),
@@ -26,10 +24,26 @@ def run_snapshot(wire: dict[str, Any]) -> dict[str, Any]:
         "lastError": wire.get("last_error") or None,
         "incompleteDetails": wire.get("incomplete_details") or None,
         "usage": wire.get("usage") or None,
-        "terminalAt": to_iso(terminal_moment) if terminal_moment else None,
-        "requiredAction": required,
-        "expiresAt": wire.get("expires_at"),
+        "terminalAt": unix_to_iso(terminal_at),
+        "toolCalls": pending_tool_calls(wire),
+        "expiresAt": unix_to_iso(wire.get("expires_at")),
     }
+
+
+def pending_tool_calls(wire: dict[str, Any]) -> list[dict[str, str]] | None:
+    """The function calls a `requires_action` run waits for (None for anything else)."""
+    required = wire.get("required_action") or {}
+    if required.get("type") != "submit_tool_outputs":
+        return None
+    calls = (required.get("submit_tool_outputs") or {}).get("tool_calls") or []
+    return [
+        {
+            "id": str(call.get("id")),
+            "name": str((call.get("function") or {}).get("name") or ""),
+            "arguments": str((call.get("function") or {}).get("arguments") or ""),
+        }
+        for call in calls
+    ]
 
 
 def assistant_text(messages: list[dict[str, Any]]) -> str | None:

@@ -48,6 +48,7 @@ class Settings:
     max_deadline_seconds: int = 7 * 24 * 3600
     polls_per_generation: int = 50
     publish_retry_window_seconds: int = 24 * 3600
+    tool_outputs_timeout_seconds: int = 900
     azure_client_id: str | None = None
 
     @property
@@ -135,6 +136,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         polls_per_generation=_integer(env, "POLLS_PER_GENERATION", 50, 5, 1000),
         publish_retry_window_seconds=_integer(
             env, "PUBLISH_RETRY_WINDOW_SECONDS", 24 * 3600, 60, 7 * 24 * 3600
+        ),
+        tool_outputs_timeout_seconds=_integer(
+            env, "TOOL_OUTPUTS_TIMEOUT_SECONDS", 900, 10, 7 * 24 * 3600
         ),
         azure_client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
     )

@@ -37,16 +37,20 @@ def build_status_view(
     }
     if progress.get("lastError"):
         view["lastError"] = progress["lastError"]
+    if progress.get("requiredAction"):
+        view["requiredAction"] = progress["requiredAction"]
     if (
         runtime_status == "Completed"
         and isinstance(output, dict)
         and output.get("kind") == OUTPUT_KIND
     ):
+        view.pop("requiredAction", None)
         view.update(
             status=output["status"],
             agentRun=output["agentRun"],
             polls=output["polls"],
             nextPollAt=None,
+            cancellationReason=output.get("cancellationReason"),
             result=output["result"],
             event=output["event"],
         )

@@ -15,6 +15,11 @@ def from_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def unix_to_iso(seconds: float | int | None) -> str | None:
+    moment = from_unix(seconds)
+    return to_iso(moment) if moment else None
+
+
 def from_unix(seconds: float | int | None) -> datetime | None:
     if seconds is None:
         return None
