@@ -20,7 +20,15 @@ from .settings import Settings, get_settings
 
 # Retries happen in the orchestration on durable timers (no compute held while waiting, and
 # Retry-After honoured durably), so the SDK pipelines make a single attempt.
-SDK_CALL_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 30}
+SDK_RETRY_OPTIONS: dict[str, Any] = {"retry_total": 0}
+
+
+def _pipeline_options(settings: Settings) -> dict[str, Any]:
+    return {
+        **SDK_RETRY_OPTIONS,
+        "connection_timeout": min(10.0, settings.read_timeout_seconds),
+        "read_timeout": settings.read_timeout_seconds,
+    }
 
 
 @dataclass
@@ -50,7 +58,7 @@ def _build(settings: Settings) -> ProcessClients:
         endpoint=settings.agents_endpoint,
         credential=agents_credential,
         per_call_policies=agents_policies,
-        **SDK_CALL_OPTIONS,
+        **_pipeline_options(settings),
     )
     publisher_credential: Any
     if settings.eventgrid_key:
@@ -59,7 +67,7 @@ def _build(settings: Settings) -> ProcessClients:
         publisher_credential = _token_credential(settings, settings.eventgrid_is_loopback)
         credentials.append(publisher_credential)
     publisher = EventGridPublisherClient(
-        settings.eventgrid_endpoint, publisher_credential, **SDK_CALL_OPTIONS
+        settings.eventgrid_endpoint, publisher_credential, **_pipeline_options(settings)
     )
     return ProcessClients(agents=agents, publisher=publisher, credentials=credentials)
 
