@@ -26,7 +26,7 @@ $(INFRA_STAMP): infra/requirements-checks.txt
 	$(INFRA_VENV)/bin/python -m pip install --quiet -r infra/requirements-checks.txt
 	touch $@
 
-$(NPM_STAMP): package.json
+$(NPM_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -39,7 +39,7 @@ lint: $(PIP_STAMP)
 typecheck: $(PIP_STAMP)
 	$(VENV)/bin/mypy function_app.py shared tests
 
-unit: $(PIP_STAMP) $(INFRA_STAMP)
+unit: $(PIP_STAMP) $(INFRA_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest
 
 test: lint typecheck unit

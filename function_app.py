@@ -9,6 +9,7 @@ import azure.functions as func
 from shared import activities, http_api
 from shared.orchestration import relay_orchestrator
 from shared.settings import get_settings
+from shared.subscriber import blueprint as subscriber_blueprint
 
 # Fail at startup, naming the setting, rather than on the first request.
 get_settings()
@@ -78,3 +79,7 @@ async def submit_tool_outputs(payload: dict[str, Any]) -> dict[str, Any]:
 @app.activity_trigger(input_name="payload")
 async def publish_run_event(payload: dict[str, Any]) -> dict[str, Any]:
     return await activities.publish_run_event(payload)
+
+
+# The sample Event Grid subscriber (delete this line and shared/subscriber/ to remove it).
+app.register_functions(subscriber_blueprint)

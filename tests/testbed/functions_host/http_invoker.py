@@ -83,10 +83,20 @@ class HttpFrontDoor:
         lower_headers = {k.lower(): v for k, v in headers.items()}
         provided = lower_headers.get("x-functions-key") or query.get("code")
         if lower_path == EVENTGRID_WEBHOOK:
-            if method != "POST":
+            if method not in ("POST", "OPTIONS"):
                 return _empty(404)
             if provided not in (self._keys.eventgrid_system_key, self._keys.master_key):
                 return _empty(401)
+            if method == "OPTIONS":
+                # CloudEvents abuse-protection handshake, answered by the Event Grid
+                # extension itself (HttpRequestProcessor): echo the requesting origin.
+                origin = lower_headers.get("webhook-request-origin")
+                if not origin:
+                    return _empty(400)
+                return func.HttpResponse(
+                    status_code=200,
+                    headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"},
+                )
             return await self._eventgrid(query, lower_headers, body)
         if lower_path.startswith(DURABLE_WEBHOOK_PREFIX):
             if provided not in (self._keys.durable_system_key, self._keys.master_key):
