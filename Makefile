@@ -11,7 +11,7 @@ INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 AZURITE_DIR := .azurite
 
-.PHONY: start check-core-tools test lint typecheck unit install clean
+.PHONY: start check-core-tools services-up services-down test lint typecheck unit install clean
 
 $(PIP_STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -58,11 +58,51 @@ check-core-tools:
 	  exit 1; \
 	fi
 
-start: check-core-tools $(PIP_STAMP) $(NPM_STAMP) local.settings.json
+# Offline mode: when the settings point at loopback endpoints (the sample's defaults), the
+# local Agents service and Event Grid topic of the test bed run beside the app.
+SETTINGS ?= local.settings.json
+OFFLINE_DIR ?= .offline
+FUNCTIONS_PORT ?= 7071
+OFFLINE_PID := $(OFFLINE_DIR)/services.pid
+
+services-up: $(PIP_STAMP) $(SETTINGS)
+	@mkdir -p $(OFFLINE_DIR)
+	@if [ -f $(OFFLINE_PID) ] && kill -0 $$(cat $(OFFLINE_PID)) 2>/dev/null; then \
+	  echo "offline services already running (pid $$(cat $(OFFLINE_PID)))"; exit 0; fi; \
+	rm -f $(OFFLINE_DIR)/services.json; \
+	$(PY) -m tests.testbed.offline --settings $(SETTINGS) --state-dir $(OFFLINE_DIR) \
+	  --functions-port $(FUNCTIONS_PORT) > $(OFFLINE_DIR)/services.log 2>&1 & \
+	echo $$! > $(OFFLINE_PID); \
+	for i in $$(seq 1 150); do \
+	  [ -f $(OFFLINE_DIR)/services.json ] && break; \
+	  kill -0 $$(cat $(OFFLINE_PID)) 2>/dev/null || { cat $(OFFLINE_DIR)/services.log >&2; rm -f $(OFFLINE_PID); exit 1; }; \
+	  sleep 0.2; \
+	done; \
+	[ -f $(OFFLINE_DIR)/services.json ] || { echo "offline services did not start" >&2; exit 1; }; \
+	cat $(OFFLINE_DIR)/services.log
+
+services-down:
+	@if [ -f $(OFFLINE_PID) ]; then \
+	  pid=$$(cat $(OFFLINE_PID)); kill -TERM $$pid 2>/dev/null || true; \
+	  for i in $$(seq 1 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
+	  kill -0 $$pid 2>/dev/null && kill -KILL $$pid; \
+	  rm -f $(OFFLINE_PID); echo "offline services stopped"; \
+	else echo "offline services are not running"; fi
+
+start: check-core-tools $(PIP_STAMP) $(NPM_STAMP) $(SETTINGS)
 	mkdir -p $(AZURITE_DIR)
-	npx azurite --silent --skipApiVersionCheck --location $(AZURITE_DIR) --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 & \
-	  azurite_pid=$$!; trap 'kill $$azurite_pid 2>/dev/null' EXIT INT TERM; \
-	  source $(VENV)/bin/activate && func start --python
+	@set -e; \
+	npx azurite --silent --skipApiVersionCheck --location $(AZURITE_DIR) \
+	  --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 & azurite_pid=$$!; \
+	trap 'kill $$azurite_pid 2>/dev/null; $(MAKE) --no-print-directory services-down SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR)' EXIT INT TERM; \
+	if $(PY) -c "import sys; from pathlib import Path; from tests.testbed.offline import uses_local_services; sys.exit(0 if uses_local_services(Path('$(SETTINGS)')) else 1)"; then \
+	  $(MAKE) --no-print-directory services-up SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR) FUNCTIONS_PORT=$(FUNCTIONS_PORT); \
+	  echo; echo "Offline mode. Submit a run (the echo agent answers in about 3 s):"; \
+	  $(PY) -c "import json; print('  ' + json.load(open('$(OFFLINE_DIR)/services.json'))['curl'])"; \
+	  echo "then GET the statusUrl it returns (with the same host), and watch this terminal for"; \
+	  echo "the sample subscriber's 'AgentRunCompleted ...' line (on_agent_run_completed)."; echo; \
+	else echo "Using the Azure services named in $(SETTINGS)."; fi; \
+	. $(VENV)/bin/activate && func start --python --port $(FUNCTIONS_PORT)
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) node_modules $(AZURITE_DIR) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules $(AZURITE_DIR) $(OFFLINE_DIR) .mypy_cache .ruff_cache .pytest_cache

@@ -42,3 +42,13 @@ class VirtualClock:
             if moment > self._now:
                 self._now = moment.astimezone(UTC)
             return self._now
+
+
+class WallClock:
+    """The VirtualClock's reading interface on real time, for standalone (local dev) services."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def timestamp(self) -> float:
+        return self.now().timestamp()

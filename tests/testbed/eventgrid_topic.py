@@ -40,6 +40,7 @@ from typing import Any, Literal, Protocol, cast
 import jsonschema
 from aiohttp import web
 
+from tests.testbed.clock import WallClock
 from tests.testbed.server_thread import ServerThread
 
 Schema = Literal["eventgrid", "cloudevents"]
@@ -73,13 +74,6 @@ class Clock(Protocol):
     """Anything with `now()`: the VirtualClock in tests, a wall clock when run standalone."""
 
     def now(self) -> datetime: ...
-
-
-class WallClock:
-    """Follows real time; used when the topic runs as a standalone process."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 class SubscriptionValidationError(RuntimeError):
@@ -658,8 +652,13 @@ class EventGridTopic:
         event_types: list[str] | None = None,
         max_attempts: int = 30,
         ttl_minutes: int = 1440,
+        backfill: bool = False,
     ) -> None:
-        """Validate the endpoint (handshake) and start delivering events published from now on."""
+        """Validate the endpoint (handshake) and start delivering events published from now on.
+
+        `backfill` also queues the events accepted before (local dev: a subscriber that came up
+        after the first publish still gets it; Azure has no such option).
+        """
         schema: Schema = delivery_schema or self.input_schema
         if schema not in ("eventgrid", "cloudevents"):
             raise ValueError(
@@ -690,6 +689,10 @@ class EventGridTopic:
         )
         with self._lock:
             self._subscriptions[name] = subscription
+            if backfill:
+                now = self._clock.now()
+                for received in self._events:
+                    self._fan_out_locked(received.event, received.schema, now, only=name)
 
     def remove_subscription(self, name: str) -> None:
         """Delete a subscription and drop its pending deliveries."""
@@ -760,10 +763,14 @@ class EventGridTopic:
             "aeg-metadata-version": metadata_version,
         }
 
-    def _fan_out_locked(self, event: dict[str, Any], schema: Schema, now: datetime) -> None:
+    def _fan_out_locked(
+        self, event: dict[str, Any], schema: Schema, now: datetime, only: str | None = None
+    ) -> None:
         """Queue an accepted event for every matching subscription (caller holds the lock)."""
         event_type = str(event.get("eventType" if schema == "eventgrid" else "type", ""))
         for sub in self._subscriptions.values():
+            if only is not None and sub.name != only:
+                continue
             if sub.event_types is not None and event_type.lower() not in sub.event_types:
                 continue
             payload, data_version = self._to_delivery_schema(event, schema, sub.delivery_schema)
