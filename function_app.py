@@ -1,5 +1,6 @@
 """agent-run relay: the Functions app. Wiring only; the logic lives in `shared/`."""
 
+import os
 from collections.abc import Generator
 from typing import Any
 
@@ -7,12 +8,15 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from shared import activities, http_api
+from shared.observability import configure_telemetry, install_log_fields
 from shared.orchestration import relay_orchestrator
 from shared.settings import get_settings
 from shared.subscriber import blueprint as subscriber_blueprint
 
 # Fail at startup, naming the setting, rather than on the first request.
 get_settings()
+install_log_fields()
+configure_telemetry(os.environ)
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 

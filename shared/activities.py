@@ -1,4 +1,7 @@
-"""Activity entry points: decode the orchestrator's payload, do the I/O, return an outcome."""
+"""Activity entry points: decode the orchestrator's payload, do the I/O, return an outcome.
+
+Each binds the submission's ids to its log records for the length of the invocation.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +9,55 @@ from typing import Any
 
 from . import agents_calls, publishing
 from .events import RelayEvent
+from .observability import log_fields
 from .submission import Submission
 
 
 async def start_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
-    return await agents_calls.start_run(
-        payload["submissionId"],
-        Submission.from_dict(payload["submission"]),
-        find_only=bool(payload.get("findOnly")),
-    )
+    submission = Submission.from_dict(payload["submission"])
+    with log_fields(submissionId=payload["submissionId"], agentId=submission.agent_id):
+        return await agents_calls.start_run(
+            payload["submissionId"], submission, find_only=bool(payload.get("findOnly"))
+        )
+
+
+def _run_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "submissionId": payload["submissionId"],
+        "runId": payload.get("runId"),
+        "threadId": payload.get("threadId"),
+        "agentId": payload.get("agentId"),
+    }
 
 
 async def poll_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
-    return await agents_calls.poll_run(
-        payload["submissionId"], payload["threadId"], payload["runId"]
-    )
+    with log_fields(**_run_fields(payload)):
+        return await agents_calls.poll_run(
+            payload["submissionId"], payload["threadId"], payload["runId"]
+        )
 
 
 async def cancel_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
-    return await agents_calls.cancel_run(
-        payload["submissionId"], payload["threadId"], payload["runId"]
-    )
-
-
-async def publish_run_event(payload: dict[str, Any]) -> dict[str, Any]:
-    return await publishing.publish(RelayEvent(**payload))
+    with log_fields(**_run_fields(payload)):
+        return await agents_calls.cancel_run(
+            payload["submissionId"], payload["threadId"], payload["runId"]
+        )
 
 
 async def submit_tool_outputs(payload: dict[str, Any]) -> dict[str, Any]:
-    return await agents_calls.submit_tool_outputs(
-        payload["submissionId"], payload["threadId"], payload["runId"], payload["toolOutputs"]
-    )
+    with log_fields(**_run_fields(payload)):
+        return await agents_calls.submit_tool_outputs(
+            payload["submissionId"], payload["threadId"], payload["runId"], payload["toolOutputs"]
+        )
+
+
+async def publish_run_event(payload: dict[str, Any]) -> dict[str, Any]:
+    event = RelayEvent(**payload)
+    data = event.data
+    with log_fields(
+        submissionId=data.get("submissionId"),
+        runId=data.get("runId"),
+        agentId=data.get("agentId"),
+        eventId=event.id,
+    ):
+        return await publishing.publish(event)

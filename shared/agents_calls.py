@@ -15,6 +15,7 @@ from azure.ai.agents.models import ThreadMessageOptions, ToolOutput
 
 from .clients import get_clients
 from .failures import describe_failure
+from .observability import bind_log_fields
 from .run_snapshot import assistant_text, run_snapshot
 from .run_status import RunPhase, classify_run_status
 from .submission import RESERVED_METADATA_KEY, Submission
@@ -73,7 +74,6 @@ async def start_run(
     """
     client = get_clients().agents
     marker = {RESERVED_METADATA_KEY: submission_id}
-    log = {"submissionId": submission_id, "agentId": submission.agent_id}
     try:
         if find_only:
             thread_id = submission.thread_id or await _find_thread(client, submission_id) or ""
@@ -103,7 +103,8 @@ async def start_run(
                 )
                 thread_id = thread.id
         if existing is not None:
-            logger.info("found the run started earlier for this submission", extra=log)
+            bind_log_fields(runId=existing.get("id"), threadId=existing.get("thread_id"))
+            logger.info("found the run started earlier for this submission")
             return {"outcome": "ok", "run": run_snapshot(existing), "reused": True}
         run = await client.runs.create(
             thread_id,
@@ -113,22 +114,22 @@ async def start_run(
         )
     except Exception as exc:
         outcome = describe_failure(exc)
-        logger.warning("starting the agent run failed: %s", outcome["error"]["code"], extra=log)
+        logger.warning("starting the agent run failed: %s", outcome["error"]["code"])
         return outcome
     snapshot = run_snapshot(run.as_dict())
-    logger.info("agent run started", extra={**log, "runId": snapshot["runId"]})
+    bind_log_fields(runId=snapshot["runId"], threadId=snapshot["threadId"])
+    logger.info("agent run started")
     return {"outcome": "ok", "run": snapshot, "reused": False}
 
 
 async def poll_run(submission_id: str, thread_id: str, run_id: str) -> dict[str, Any]:
     client = get_clients().agents
-    log = {"submissionId": submission_id, "runId": run_id}
     try:
         run = (await client.runs.get(thread_id, run_id)).as_dict()
         snapshot = run_snapshot(run)
         phase = classify_run_status(snapshot["status"])
         if phase is RunPhase.UNKNOWN:
-            logger.warning("unknown run status %r; still waiting", snapshot["status"], extra=log)
+            logger.warning("unknown run status %r; still waiting", snapshot["status"])
         output = None
         if snapshot["status"] == "completed":
             messages = await _first_page(
@@ -137,21 +138,20 @@ async def poll_run(submission_id: str, thread_id: str, run_id: str) -> dict[str,
             output = assistant_text(messages)
     except Exception as exc:
         outcome = describe_failure(exc)
-        logger.warning("polling the agent run failed: %s", outcome["error"]["code"], extra=log)
+        logger.warning("polling the agent run failed: %s", outcome["error"]["code"])
         return outcome
     return {"outcome": "ok", "run": snapshot, "outputText": output}
 
 
 async def cancel_run(submission_id: str, thread_id: str, run_id: str) -> dict[str, Any]:
     client = get_clients().agents
-    log = {"submissionId": submission_id, "runId": run_id}
     try:
         run = await client.runs.cancel(thread_id, run_id)
     except Exception as exc:
         outcome = describe_failure(exc)
-        logger.warning("cancelling the agent run failed: %s", outcome["error"]["code"], extra=log)
+        logger.warning("cancelling the agent run failed: %s", outcome["error"]["code"])
         return outcome
-    logger.info("agent run cancel requested", extra=log)
+    logger.info("agent run cancel requested")
     return {"outcome": "ok", "run": run_snapshot(run.as_dict())}
 
 
@@ -159,7 +159,6 @@ async def submit_tool_outputs(
     submission_id: str, thread_id: str, run_id: str, tool_outputs: list[dict[str, str]]
 ) -> dict[str, Any]:
     client = get_clients().agents
-    log = {"submissionId": submission_id, "runId": run_id}
     try:
         run = await client.runs.submit_tool_outputs(
             thread_id,
@@ -171,7 +170,7 @@ async def submit_tool_outputs(
         )
     except Exception as exc:
         outcome = describe_failure(exc)
-        logger.warning("submitting tool outputs failed: %s", outcome["error"]["code"], extra=log)
+        logger.warning("submitting tool outputs failed: %s", outcome["error"]["code"])
         return outcome
-    logger.info("tool outputs submitted", extra=log)
+    logger.info("tool outputs submitted")
     return {"outcome": "ok", "run": run_snapshot(run.as_dict())}

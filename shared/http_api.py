@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import azure.functions as func
 
+from .observability import log_fields
 from .orchestration import CANCEL_EVENT, ORCHESTRATOR_NAME, TOOL_OUTPUTS_EVENT
 from .problems import PROBLEM_CONTENT_TYPE, Problem, bad_request
 from .relay_state import RelayState
@@ -138,8 +139,8 @@ async def submit_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
         request_fingerprint=fingerprint,
     )
     await client.start_new(ORCHESTRATOR_NAME, submission_id, state.to_dict())
-    log = {"submissionId": submission_id, "agentId": submission.agent_id}
-    logger.info("submission accepted", extra=log)
+    with log_fields(submissionId=submission_id, agentId=submission.agent_id):
+        logger.info("submission accepted")
     return _accepted(req, submission_id, retry_after)
 
 
@@ -174,6 +175,12 @@ async def get_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     return json_response(200, _view(submission_id, status))
 
 
+def _run_log_fields(status: Any) -> dict[str, Any]:
+    progress = status.custom_status if isinstance(status.custom_status, dict) else {}
+    run = progress.get("agentRun") or {}
+    return {"agentId": run.get("agentId"), "runId": run.get("runId")}
+
+
 def _finished(status: Any) -> bool:
     progress = status.custom_status if isinstance(status.custom_status, dict) else {}
     return _runtime(status) in FINISHED_RUNTIME_STATUSES or progress.get("phase") in (
@@ -203,7 +210,8 @@ async def cancel_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
         client, submission_id, CANCEL_EVENT, {"reason": "requested"}
     ):
         raise already_over
-    logger.info("cancel requested", extra={"submissionId": submission_id})
+    with log_fields(submissionId=submission_id, **_run_log_fields(status)):
+        logger.info("cancel requested")
     url = status_url(req, submission_id)
     return json_response(
         202, {"id": submission_id, "status": "cancelling", "statusUrl": url}, {"Location": url}
@@ -223,7 +231,8 @@ async def submit_tool_outputs(req: func.HttpRequest, client: Any) -> func.HttpRe
     outputs = validate_tool_outputs(body, [call["id"] for call in action["toolCalls"]])
     if not await _raise(client, submission_id, TOOL_OUTPUTS_EVENT, {"toolOutputs": outputs}):
         raise Problem(409, "the submission has already finished", field="id", code="not-waiting")
-    logger.info("tool outputs accepted", extra={"submissionId": submission_id})
+    with log_fields(submissionId=submission_id, **_run_log_fields(status)):
+        logger.info("tool outputs accepted")
     url = status_url(req, submission_id)
     return json_response(
         202, {"id": submission_id, "status": "accepted", "statusUrl": url}, {"Location": url}

@@ -9,6 +9,7 @@ Waits race the timer against the `cancel` and `tool_outputs` events, so both act
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,24 @@ MAX_NOT_FOUND_STREAK = 5
 STATUS_ARGUMENTS_MAX_CHARS = 1024
 
 Step = Generator[Any, Any, None]
+
+logger = logging.getLogger("agent_run_relay.orchestrator")
+
+
+def _log(
+    context: Any, state: RelayState, message: str, *args: Any, level: int = logging.INFO
+) -> None:
+    """Log once per real step: a replay re-runs this code, and must not repeat the line."""
+    if context.is_replaying:
+        return
+    run = state.run or {}
+    fields = {
+        "submissionId": state.submission_id,
+        "agentId": state.submission.get("agentId"),
+        "runId": run.get("runId"),
+        "threadId": run.get("threadId"),
+    }
+    logger.log(level, message, *args, extra={k: v for k, v in fields.items() if v})
 
 
 def _now(context: Any) -> datetime:
@@ -122,12 +141,13 @@ def _publish_custom_status(context: Any, state: RelayState) -> None:
     context.set_custom_status(status)
 
 
-def _on_event(state: RelayState, waits: EventWaits, winner: Any) -> None:
+def _on_event(context: Any, state: RelayState, waits: EventWaits, winner: Any) -> None:
     """Apply a cancel or tool-outputs event; anything late, repeated or wrong is ignored."""
     payload = winner.result if isinstance(winner.result, dict) else {}
     if winner is waits.cancel:
         if state.phase in (PHASE_START, PHASE_POLL) and state.cancel_reason is None:
             state.cancel_reason = "requested"
+            _log(context, state, "cancel requested")
         else:
             state.ignored_events += 1
     else:
@@ -140,6 +160,7 @@ def _on_event(state: RelayState, waits: EventWaits, winner: Any) -> None:
                 {"toolCallId": str(o["toolCallId"]), "output": str(o.get("output", ""))}
                 for o in outputs
             ]
+            _log(context, state, "tool outputs received for %d calls", len(outputs))
         else:
             state.ignored_events += 1
     waits.renew(winner)
@@ -157,7 +178,7 @@ def _sleep(
         return True
     # An open timer keeps the instance busy until it fires: cancel the loser.
     timer.cancel()
-    _on_event(state, waits, winner)
+    _on_event(context, state, waits, winner)
     return False
 
 
@@ -176,6 +197,13 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
             return
         state.run = outcome["run"]
         state.phase, state.attempts, state.last_error = PHASE_POLL, 0, None
+        _log(
+            context,
+            state,
+            "agent run %s started (%s)",
+            state.run.get("runId"),
+            state.run.get("status"),
+        )
         return
     state.last_error = outcome.get("error")
     if outcome["outcome"] in ("permanent", "not_found"):
@@ -198,6 +226,7 @@ def _run_ids(state: RelayState) -> dict[str, Any]:
     run = state.run or {}
     return {
         "submissionId": state.submission_id,
+        "agentId": state.submission["agentId"],
         "threadId": run.get("threadId"),
         "runId": run.get("runId"),
     }
@@ -302,8 +331,18 @@ def _poll_step(context: Any, state: RelayState, policy: PollingPolicy, waits: Ev
     state.retry_after = None
     now = _now(context)
     if outcome["outcome"] == "ok":
+        previous = (state.run or {}).get("status")
         state.run, state.not_found_streak, state.last_error = outcome["run"], 0, None
         status = str(state.run["status"])
+        if status != previous:
+            _log(
+                context,
+                state,
+                "agent run status %s -> %s after %d polls",
+                previous,
+                status,
+                state.polls,
+            )
         if classify_run_status(status) is RunPhase.TERMINAL:
             state.output_text = outcome.get("outputText")
             state.completed_at = state.run.get("terminalAt") or to_iso(now)
@@ -375,6 +414,7 @@ def _publish_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
     if outcome["outcome"] == "ok":
         state.published_at = to_iso(now)
         state.phase, state.last_error = PHASE_DONE, None
+        _log(context, state, "submission %s: event %s published", state.status, state.event["id"])
         return
     state.attempts += 1
     state.last_error = outcome.get("error")
@@ -386,6 +426,7 @@ def _publish_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
             "lastError": outcome.get("error"),
         }
         state.phase = PHASE_DONE
+        _log(context, state, "gave up publishing %s", state.event["id"], level=logging.ERROR)
         return
     wait = next_wait_seconds(
         TRANSIENT_RETRY_POLICY, state.attempts - 1, state.submission_id, outcome.get("retryAfter")
@@ -443,6 +484,7 @@ def relay_orchestrator(context: Any) -> Generator[Any, Any, dict[str, Any] | Non
                 yield from _publish_step(context, state, waits)
         except Exception as exc:
             # A bug must still end in exactly one event (or, failing that, a visible error).
+            _log(context, state, "internal error in %s: %r", phase, exc, level=logging.ERROR)
             if phase == PHASE_PUBLISH:
                 state.publish_error, state.phase = _internal_error(exc), PHASE_DONE
             else:

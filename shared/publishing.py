@@ -43,16 +43,13 @@ def to_sdk_event(event: RelayEvent, settings: Settings) -> EventGridEvent | Clou
 
 async def publish(event: RelayEvent) -> dict[str, Any]:
     settings = get_settings()
-    log = {"submissionId": event.data.get("submissionId"), "eventId": event.id}
     try:
         await get_clients().publisher.send(
             [to_sdk_event(event, settings)], **publish_call_options(settings)
         )
     except Exception as exc:
         outcome = describe_failure(exc)
-        logger.warning(
-            "publishing %s failed: %s", event.event_type, outcome["error"]["code"], extra=log
-        )
+        logger.warning("publishing %s failed: %s", event.event_type, outcome["error"]["code"])
         return outcome
-    logger.info("published %s", event.event_type, extra=log)
+    logger.info("published %s", event.event_type)
     return {"outcome": "ok", "eventId": event.id}

@@ -7,6 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
+from ..observability import log_fields
 from .dedup import first_delivery
 from .event_check import data_problems, summary_line
 
@@ -31,8 +32,13 @@ async def on_agent_run_completed(event: func.EventGridEvent) -> None:
         # Retrying cannot fix a malformed event: log it (it stays in Event Grid's metrics).
         logger.error("invalid AgentRunCompleted %s: %s", event.id, "; ".join(problems[:5]))
         return
-    log = {"submissionId": data["submissionId"], "runId": data["runId"], "eventId": event.id}
-    if not await first_delivery(event_type, str(event.id)):
-        logger.info("duplicate delivery of %s skipped", event.id, extra=log)
-        return
-    logger.info(summary_line(str(event.id), data), extra=log)
+    with log_fields(
+        submissionId=data["submissionId"],
+        runId=data["runId"],
+        agentId=data["agentId"],
+        eventId=event.id,
+    ):
+        if not await first_delivery(event_type, str(event.id)):
+            logger.info("duplicate delivery of %s skipped", event.id)
+            return
+        logger.info(summary_line(str(event.id), data))
