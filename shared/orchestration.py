@@ -17,7 +17,7 @@ from typing import Any
 from .events import RelayEvent, build_completed_event, build_requires_action_event
 from .relay_state import PHASE_DONE, PHASE_POLL, PHASE_PUBLISH, PHASE_START, RelayState
 from .run_status import REQUIRES_ACTION, RunPhase, classify_run_status
-from .schedule import TRANSIENT_RETRY_POLICY, PollingPolicy, next_wait_seconds
+from .schedule import TRANSIENT_RETRY_POLICY, PollingPolicy, next_wait_seconds, poll_wait_seconds
 from .timefmt import from_iso, to_iso
 
 ORCHESTRATOR_NAME = "agent_run_orchestrator"
@@ -197,6 +197,7 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
             return
         state.run = outcome["run"]
         state.phase, state.attempts, state.last_error = PHASE_POLL, 0, None
+        _restart_schedule(context, state)
         _log(
             context,
             state,
@@ -222,6 +223,11 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
     yield from _sleep(context, state, waits, min(now + timedelta(seconds=wait), deadline))
 
 
+def _restart_schedule(context: Any, state: RelayState) -> None:
+    state.schedule_anchor = to_iso(_now(context))
+    state.schedule_step = 0
+
+
 def _run_ids(state: RelayState) -> dict[str, Any]:
     run = state.run or {}
     return {
@@ -239,7 +245,7 @@ def _send_cancel(context: Any, state: RelayState) -> Step:
     if outcome["outcome"] != "transient":
         # Sent, or refused because the run already ended: either way polling tells the end.
         state.cancel_sent = True
-        state.schedule_step = 0
+        _restart_schedule(context, state)
     else:
         state.retry_after = outcome.get("retryAfter")
 
@@ -253,7 +259,8 @@ def _send_tool_outputs(context: Any, state: RelayState) -> Step:
     if outcome["outcome"] == "ok":
         state.run = outcome["run"]
     # Submitted, or refused because the run no longer waits: polling tells what happened.
-    state.required_action, state.tool_outputs, state.schedule_step = None, None, 0
+    state.required_action, state.tool_outputs = None, None
+    _restart_schedule(context, state)
 
 
 def _notify_required_action(context: Any, state: RelayState) -> Step:
@@ -315,7 +322,11 @@ def _poll_step(context: Any, state: RelayState, policy: PollingPolicy, waits: Ev
     if state.cancel_reason is None:
         yield from _notify_required_action(context, state)
 
-    wait = next_wait_seconds(policy, state.schedule_step, state.submission_id, state.retry_after)
+    anchor = from_iso(state.schedule_anchor or str(state.submitted_at))
+    elapsed = (_now(context) - anchor).total_seconds()
+    wait = poll_wait_seconds(
+        policy, elapsed, state.schedule_step, state.submission_id, state.retry_after
+    )
     fire_at = _now(context) + timedelta(seconds=wait)
     if state.cancel_reason is None:
         caps = [deadline]

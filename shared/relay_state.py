@@ -30,6 +30,9 @@ class RelayState:
     run: dict[str, Any] | None = None
     polls: int = 0
     schedule_step: int = 0
+    # When the current polling schedule started (the run's start, or a cancel or tool outputs
+    # that restart the run's work): waits grow with the time elapsed since then.
+    schedule_anchor: str | None = None
     next_poll_at: str | None = None
     retry_after: float | None = None
     attempts: int = 0

@@ -1,4 +1,10 @@
-"""The polling schedule: exponential backoff with deterministic jitter.
+"""Wait schedules: polling anchored to elapsed time, and exponential retry backoff.
+
+Polling waits are `(multiplier - 1) x elapsed`, kept between `initialSeconds` and `maxSeconds`:
+as elapsed time grows by the multiplier each poll, so do the waits (exponential backoff), and
+a run is never seen later than max(initialSeconds, (multiplier - 1) x its duration) after it
+ended, capped at maxSeconds. (Plain `initial x multiplier**n` waits overshoot that bound in
+the first polls: the wait after poll n is always more than (multiplier - 1) x elapsed.)
 
 Pure functions of their inputs, so the orchestrator can call them on every replay and get the
 same timer fire times (jitter comes from a hash of the instance id and poll number, never from
@@ -51,6 +57,22 @@ def backoff_seconds(policy: PollingPolicy, step: int, seed: str) -> float:
     jittered = capped * (1.0 - policy.jitter * unit_hash(seed, step))
     # Durable timers have millisecond resolution; round so fire times are stable strings.
     return round(max(jittered, 0.001), 3)
+
+
+def poll_wait_seconds(
+    policy: PollingPolicy,
+    elapsed_seconds: float,
+    step: int,
+    seed: str,
+    retry_after: float | None = None,
+) -> float:
+    """The wait before the next status check, `elapsed_seconds` after the run started."""
+    proportional = (policy.multiplier - 1.0) * max(elapsed_seconds, 0.0)
+    base = min(max(policy.initial_seconds, proportional), policy.max_seconds)
+    wait = round(max(base * (1.0 - policy.jitter * unit_hash(seed, step)), 0.001), 3)
+    if retry_after is not None and retry_after > wait:
+        wait = round(retry_after, 3)
+    return wait
 
 
 def next_wait_seconds(

@@ -13,7 +13,7 @@ import pytest
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 
-from shared.schedule import PollingPolicy, next_wait_seconds
+from shared.schedule import PollingPolicy, poll_wait_seconds
 from shared.settings import get_settings
 from shared.timefmt import from_iso
 from tests.relay_bed import EVENT_DATA_SCHEMA, relay_bed
@@ -119,7 +119,7 @@ def expected_polls(policy: PollingPolicy, seed: str, run_ends_after: float) -> i
     """Replays the documented schedule: how many polls until one sees the run finished."""
     elapsed, polls = 0.0, 0
     while True:
-        elapsed += next_wait_seconds(policy, polls, seed)
+        elapsed += poll_wait_seconds(policy, elapsed, polls, seed)
         polls += 1
         if elapsed >= run_ends_after:
             return polls
