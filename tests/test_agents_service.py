@@ -519,14 +519,60 @@ def test_api_version_is_required(service: AgentsService) -> None:
     assert "error" in body
 
 
-def test_streaming_is_refused_for_now(client: AgentsClient) -> None:
+def _stream_events(client: AgentsClient, thread_id: str, agent_id: str) -> list[tuple[str, Any]]:
+    with client.runs.stream(thread_id, agent_id=agent_id) as stream:
+        return [(event_type, data) for event_type, data, _ in stream]
+
+
+def test_streamed_runs_progress_on_the_wall_clock_and_end_with_done(
+    service: AgentsService, client: AgentsClient, clock: VirtualClock
+) -> None:
+    service.default_script = RunScript(queued_seconds=0.05, duration_seconds=0.2, output_text="hi")
     agent = client.create_agent(model="gpt-4o")
     thread = client.threads.create()
-    with pytest.raises(HttpResponseError) as refused:
-        client.runs.create(thread.id, body={"assistant_id": agent.id, "stream": True})
-    assert refused.value.status_code == 400
-    assert refused.value.error is not None
-    assert refused.value.error.message == "streaming not supported by the loopback service yet"
+    client.messages.create(thread.id, role="user", content="hello")
+    before = clock.now()
+    events = _stream_events(client, thread.id, agent.id)
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "thread.run.created"
+    assert "thread.run.in_progress" in kinds
+    assert kinds.index("thread.message.completed") < kinds.index("thread.run.completed")
+    assert kinds[-1] == "done"
+    completed = dict(events)["thread.run.completed"]
+    assert isinstance(completed, ThreadRun)
+    assert completed.status == "completed"
+    assert clock.now() - before >= timedelta(seconds=0.25)  # time moved with the stream
+    (recorded,) = service.calls("runs.create")
+    assert recorded.body["stream"] is True
+
+
+def test_a_stream_stops_at_requires_action(service: AgentsService, client: AgentsClient) -> None:
+    service.default_script = RunScript(
+        queued_seconds=0,
+        duration_seconds=5,
+        requires_action=[{"name": "f", "arguments": "{}"}],
+        requires_action_after_seconds=0.05,
+    )
+    agent = client.create_agent(model="gpt-4o")
+    thread = client.threads.create()
+    kinds = [kind for kind, _ in _stream_events(client, thread.id, agent.id)]
+    assert kinds[-2:] == ["thread.run.requires_action", "done"]
+
+
+def test_stream_faults_cut_or_end_the_stream_early(
+    service: AgentsService, client: AgentsClient
+) -> None:
+    service.default_script = RunScript(queued_seconds=0, duration_seconds=60)
+    agent = client.create_agent(model="gpt-4o")
+    service.faults.append(FaultRule(operation="runs.create", kind="stream_end_early", count=1))
+    early = client.threads.create()
+    kinds = [kind for kind, _ in _stream_events(client, early.id, agent.id)]
+    assert kinds == ["thread.run.created", "done"]
+    service.faults.append(FaultRule(operation="runs.create", kind="stream_drop", count=1))
+    dropped = client.threads.create()
+    with pytest.raises((HttpResponseError, ServiceResponseError)):  # requests: ended prematurely
+        _stream_events(client, dropped.id, agent.id)
+    assert len(service.runs) == 2  # both runs exist although their streams failed
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,10 @@ FAULT_KINDS = frozenset(
         "404",
         "401",
         "500_after_apply",
+        # Streaming run creation only: the run is created, then the event stream is cut
+        # after its first event, or ends ("done") before any terminal event.
+        "stream_drop",
+        "stream_end_early",
     }
 )
 

@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from tests.testbed.server_thread import ServerThread
 
-from ._models import JSON, Clock, FaultRule, RecordedRequest, RunScript
+from ._models import FINAL_STATUSES, JSON, Clock, FaultRule, RecordedRequest, RunScript
 from ._store import ApiError, Call, Store, bad_request
 
 PROJECT_PATH = "/api/projects/local"
@@ -102,6 +103,9 @@ class _Reply:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     parsed: Any = None  # what `body` decodes to, kept for the recording
+    # Set when the request asked for `stream: true`: answer with the run's event stream.
+    stream_run_id: str | None = None
+    stream_fault: str | None = None
 
 
 def _json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
@@ -244,10 +248,12 @@ class AgentsService:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         self._in_flight += 1
         try:
             reply = await self._respond(request)
+            if reply.stream_run_id is not None:
+                return await self._stream_run(request, reply.stream_run_id, reply.stream_fault)
         finally:
             self._in_flight -= 1
         headers = {"Content-Type": "application/json", **reply.headers}
@@ -255,6 +261,79 @@ class AgentsService:
         if request_id:
             headers["x-ms-client-request-id"] = request_id
         return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+    # Run events as the service streams them; the SDK splits blocks on exactly "\n\n".
+    STREAM_TICK_SECONDS = 0.02
+
+    async def _stream_run(
+        self, request: web.Request, run_id: str, fault: str | None
+    ) -> web.StreamResponse:
+        """Stream a new run's events until it ends (or waits for tool outputs).
+
+        While the stream is open the clock follows the wall: a virtual clock is moved forward
+        by the wall time elapsed, so runs progress as they would for a streaming client.
+        """
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        # The client may go away mid-stream (e.g. its fast-path window closed).
+        with contextlib.suppress(ConnectionError):
+            await self._stream_events(request, response, run_id, fault)
+        return response
+
+    async def _stream_events(
+        self, request: web.Request, response: web.StreamResponse, run_id: str, fault: str | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        wall_start, virtual_start = loop.time(), self.clock.now()
+        sent_status: str | None = None
+        sent_messages: set[str] = set()
+
+        async def send(event: str, data: Any) -> None:
+            payload = data if isinstance(data, str) else json.dumps(data)
+            await response.write(f"event: {event}\ndata: {payload}\n\n".encode())
+
+        while True:
+            if request.transport is None or request.transport.is_closing():
+                return
+            advance_to = getattr(self.clock, "advance_to", None)
+            if advance_to is not None:
+                advance_to(virtual_start + timedelta(seconds=loop.time() - wall_start))
+            with self._lock:
+                self._store.advance_all(self.clock.now())
+                run = self._store.runs[run_id]
+                rendered = self._store.render_run(run)
+                thread = self._store.threads[run.thread_id]
+                new_messages = [
+                    copy.deepcopy(m)
+                    for m in thread.messages
+                    if m.get("run_id") == run_id and m["id"] not in sent_messages
+                ]
+            status = str(rendered["status"])
+            if sent_status is None:
+                await send("thread.run.created", {**rendered, "status": "queued"})
+                if fault == "stream_drop":
+                    # Cut the connection mid-stream, as a network failure would.
+                    if request.transport is not None:
+                        request.transport.close()
+                    return
+                if fault == "stream_end_early":
+                    await send("done", "[DONE]")
+                    await response.write_eof()
+                    return
+            for message in new_messages:
+                sent_messages.add(message["id"])
+                await send("thread.message.created", message)
+                await send("thread.message.completed", message)
+            if status != sent_status and not (sent_status is None and status == "queued"):
+                await send(f"thread.run.{status}", rendered)
+            sent_status = status
+            if status in FINAL_STATUSES or status == "requires_action":
+                await send("done", "[DONE]")
+                await response.write_eof()
+                return
+            await asyncio.sleep(self.STREAM_TICK_SECONDS)
 
     async def _respond(self, request: web.Request) -> _Reply:
         raw = await request.read()
@@ -265,7 +344,13 @@ class AgentsService:
         if pending.fault is not None and pending.fault.kind == "timeout":
             # Hold the answer past the client's timeout; the request is still applied after.
             await self._hold(pending.fault.delay_seconds)
-        return self._complete(pending)
+        reply = self._complete(pending)
+        body = pending.record.body
+        streaming = isinstance(body, dict) and body.get("stream") is True
+        if streaming and reply.status == 200 and isinstance(reply.parsed, dict):
+            reply.stream_run_id = str(reply.parsed["id"])
+            reply.stream_fault = pending.fault.kind if pending.fault is not None else None
+        return reply
 
     def _admit(self, request: web.Request, raw: bytes) -> tuple[_Pending | None, _Reply | None]:
         """Record the request and check auth, api-version and route; pick a fault."""

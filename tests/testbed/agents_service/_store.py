@@ -695,8 +695,6 @@ class Store:
 
         `thread` is None for create_thread_and_run, whose `thread` options are in `data`.
         """
-        if data.get("stream"):
-            raise bad_request("streaming not supported by the loopback service yet", "stream")
         agent_id = data.get("assistant_id")
         if not isinstance(agent_id, str) or not agent_id:
             raise bad_request("Missing required parameter: 'assistant_id'.", "assistant_id")
