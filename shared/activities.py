@@ -17,7 +17,10 @@ async def start_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
     submission = Submission.from_dict(payload["submission"])
     with log_fields(submissionId=payload["submissionId"], agentId=submission.agent_id):
         return await agents_calls.start_run(
-            payload["submissionId"], submission, find_only=bool(payload.get("findOnly"))
+            payload["submissionId"],
+            submission,
+            find_only=bool(payload.get("findOnly")),
+            fast_path_seconds=float(payload.get("fastPathSeconds") or 0.0),
         )
 
 

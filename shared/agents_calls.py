@@ -7,17 +7,19 @@ Each returns an outcome dict and never raises for a service failure.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from azure.ai.agents.aio import AgentsClient
-from azure.ai.agents.models import ThreadMessageOptions, ToolOutput
+from azure.ai.agents.models import ThreadMessageOptions, ThreadRun, ToolOutput
 
 from .clients import get_clients
 from .failures import describe_failure
 from .observability import bind_log_fields
 from .run_snapshot import assistant_text, run_snapshot
-from .run_status import RunPhase, classify_run_status
+from .run_status import RunPhase, classify_run_status, normalize_run_status
 from .submission import RESERVED_METADATA_KEY, Submission
 
 logger = logging.getLogger("agent_run_relay.agents")
@@ -64,13 +66,95 @@ async def _add_missing_messages(
         )
 
 
+async def _output_text(client: AgentsClient, snapshot: dict[str, Any]) -> str | None:
+    if snapshot["status"] != "completed":
+        return None
+    messages = await _first_page(
+        client.messages.list(snapshot["threadId"], run_id=snapshot["runId"], order="desc", limit=20)
+    )
+    return assistant_text(messages)
+
+
+def _settled(status: str) -> bool:
+    """A status the stream need not wait past: the run ended or needs the caller."""
+    return classify_run_status(status) in (RunPhase.TERMINAL, RunPhase.REQUIRES_ACTION)
+
+
+async def _start_streaming(
+    client: AgentsClient,
+    submission_id: str,
+    thread_id: str,
+    submission: Submission,
+    metadata: dict[str, str],
+    window_seconds: float,
+) -> dict[str, Any]:
+    """Create the run as a stream and follow it for up to `window_seconds` (the fast path).
+
+    A run that ends inside the window is returned terminal (no poll needed). Whatever happens
+    to the stream (window over, cut, ended early), the run is the one created here: found again
+    by its metadata if no event named it, so the durable schedule takes over with one run.
+    """
+    responses: list[Any] = []
+
+    def keep_response(pipeline_response: Any, deserialized: Any, _headers: Any) -> Any:
+        responses.append(pipeline_response.http_response)
+        return deserialized
+
+    last: dict[str, Any] | None = None
+    try:
+        async with asyncio.timeout(window_seconds):
+            stream = await client.runs.stream(
+                thread_id,
+                agent_id=submission.agent_id,
+                additional_instructions=submission.instructions,
+                metadata=metadata,
+                cls=keep_response,
+            )
+            async with stream as events:
+                async for _event_type, data, _ in events:
+                    if isinstance(data, ThreadRun):
+                        last = data.as_dict()
+                        if _settled(normalize_run_status(last.get("status"))):
+                            break
+    except Exception as exc:
+        if not responses:
+            raise  # the create call itself failed: let the caller classify it
+        # The window closed or the stream broke after the run was created: fall back to polls.
+        logger.info("fast path ended without the run's end: %s", type(exc).__name__)
+    finally:
+        for response in responses:
+            with contextlib.suppress(Exception):
+                # The SDK's stream iterator cannot be closed; close the HTTP response itself.
+                await response.close()
+    if last is None:
+        last = await _find_run(client, thread_id, submission_id)
+        if last is None:
+            return {
+                "outcome": "transient",
+                "error": {"code": "stream_failed", "message": "no run seen on the stream"},
+                "retryAfter": None,
+            }
+    snapshot = run_snapshot(last)
+    return {
+        "outcome": "ok",
+        "run": snapshot,
+        "reused": False,
+        "outputText": await _output_text(client, snapshot),
+    }
+
+
 async def start_run(
-    submission_id: str, submission: Submission, *, find_only: bool = False
+    submission_id: str,
+    submission: Submission,
+    *,
+    find_only: bool = False,
+    fast_path_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """Start the submission's run, or find the one an earlier attempt started.
 
     With `find_only` (the submission was cancelled before its run was known), nothing is
-    created: the outcome's `run` is the earlier run or None.
+    created: the outcome's `run` is the earlier run or None. With `fast_path_seconds` > 0 a
+    new run is created streaming and followed for that long (see `_start_streaming`).
     """
     client = get_clients().agents
     marker = {RESERVED_METADATA_KEY: submission_id}
@@ -105,7 +189,23 @@ async def start_run(
         if existing is not None:
             bind_log_fields(runId=existing.get("id"), threadId=existing.get("thread_id"))
             logger.info("found the run started earlier for this submission")
-            return {"outcome": "ok", "run": run_snapshot(existing), "reused": True}
+            snapshot = run_snapshot(existing)
+            output = await _output_text(client, snapshot)
+            return {"outcome": "ok", "run": snapshot, "reused": True, "outputText": output}
+        if fast_path_seconds > 0:
+            outcome = await _start_streaming(
+                client,
+                submission_id,
+                thread_id,
+                submission,
+                {**submission.metadata, **marker},
+                fast_path_seconds,
+            )
+            if outcome["outcome"] == "ok":
+                run_ids = outcome["run"]
+                bind_log_fields(runId=run_ids["runId"], threadId=run_ids["threadId"])
+                logger.info("agent run started (streamed: %s)", run_ids["status"])
+            return outcome
         run = await client.runs.create(
             thread_id,
             agent_id=submission.agent_id,
@@ -119,7 +219,7 @@ async def start_run(
     snapshot = run_snapshot(run.as_dict())
     bind_log_fields(runId=snapshot["runId"], threadId=snapshot["threadId"])
     logger.info("agent run started")
-    return {"outcome": "ok", "run": snapshot, "reused": False}
+    return {"outcome": "ok", "run": snapshot, "reused": False, "outputText": None}
 
 
 async def poll_run(submission_id: str, thread_id: str, run_id: str) -> dict[str, Any]:
@@ -130,12 +230,7 @@ async def poll_run(submission_id: str, thread_id: str, run_id: str) -> dict[str,
         phase = classify_run_status(snapshot["status"])
         if phase is RunPhase.UNKNOWN:
             logger.warning("unknown run status %r; still waiting", snapshot["status"])
-        output = None
-        if snapshot["status"] == "completed":
-            messages = await _first_page(
-                client.messages.list(thread_id, run_id=run_id, order="desc", limit=20)
-            )
-            output = assistant_text(messages)
+        output = await _output_text(client, snapshot)
     except Exception as exc:
         outcome = describe_failure(exc)
         logger.warning("polling the agent run failed: %s", outcome["error"]["code"])

@@ -136,6 +136,7 @@ async def submit_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
         polls_per_generation=settings.polls_per_generation,
         publish_retry_window_seconds=settings.publish_retry_window_seconds,
         tool_outputs_timeout_seconds=settings.tool_outputs_timeout_seconds,
+        fast_path_seconds=settings.fast_path_seconds,
         request_fingerprint=fingerprint,
     )
     await client.start_new(ORCHESTRATOR_NAME, submission_id, state.to_dict())

@@ -188,6 +188,7 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
         "submission": state.submission,
         # Cancelled before the run exists: only look for a run an earlier attempt created.
         "findOnly": state.cancel_reason is not None,
+        "fastPathSeconds": state.fast_path_seconds,
     }
     outcome = yield from _call(context, START_ACTIVITY, payload)
     now = _now(context)
@@ -198,13 +199,9 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
         state.run = outcome["run"]
         state.phase, state.attempts, state.last_error = PHASE_POLL, 0, None
         _restart_schedule(context, state)
-        _log(
-            context,
-            state,
-            "agent run %s started (%s)",
-            state.run.get("runId"),
-            state.run.get("status"),
-        )
+        _log(context, state, "agent run %s started", state.run.get("runId"))
+        # The fast path may already have seen the run end (or ask for tool outputs).
+        _absorb_run(context, state, outcome, now)
         return
     state.last_error = outcome.get("error")
     if outcome["outcome"] in ("permanent", "not_found"):
@@ -302,6 +299,20 @@ def _new_required_action(state: RelayState, now: datetime) -> None:
     state.tool_outputs = None
 
 
+def _absorb_run(context: Any, state: RelayState, outcome: dict[str, Any], now: datetime) -> None:
+    """Act on the run's latest snapshot: finish, note a tool-output request, or keep waiting."""
+    run = state.run or {}
+    status = str(run.get("status"))
+    if classify_run_status(status) is RunPhase.TERMINAL:
+        state.output_text = outcome.get("outputText")
+        state.completed_at = run.get("terminalAt") or to_iso(now)
+        _finish(state, status, now, run.get("lastError"))
+    elif status == REQUIRES_ACTION and run.get("toolCalls"):
+        _new_required_action(state, now)
+    elif status != REQUIRES_ACTION:
+        state.required_action, state.tool_outputs = None, None
+
+
 def _poll_step(context: Any, state: RelayState, policy: PollingPolicy, waits: EventWaits) -> Step:
     now = _now(context)
     deadline = from_iso(str(state.deadline_at))
@@ -346,22 +357,8 @@ def _poll_step(context: Any, state: RelayState, policy: PollingPolicy, waits: Ev
         state.run, state.not_found_streak, state.last_error = outcome["run"], 0, None
         status = str(state.run["status"])
         if status != previous:
-            _log(
-                context,
-                state,
-                "agent run status %s -> %s after %d polls",
-                previous,
-                status,
-                state.polls,
-            )
-        if classify_run_status(status) is RunPhase.TERMINAL:
-            state.output_text = outcome.get("outputText")
-            state.completed_at = state.run.get("terminalAt") or to_iso(now)
-            _finish(state, status, now, state.run.get("lastError"))
-        elif status == REQUIRES_ACTION and state.run.get("toolCalls"):
-            _new_required_action(state, now)
-        elif status != REQUIRES_ACTION:
-            state.required_action, state.tool_outputs = None, None
+            _log(context, state, "agent run status %s -> %s", previous, status)
+        _absorb_run(context, state, outcome, now)
         return
     state.last_error = outcome.get("error")
     if outcome["outcome"] == "not_found":

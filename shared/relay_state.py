@@ -20,6 +20,7 @@ class RelayState:
     polls_per_generation: int
     publish_retry_window_seconds: int
     tool_outputs_timeout_seconds: int = 900
+    fast_path_seconds: float = 0.0
     # sha256 of the request body when it came with an Idempotency-Key.
     request_fingerprint: str | None = None
     phase: str = PHASE_START

@@ -49,6 +49,8 @@ class Settings:
     polls_per_generation: int = 50
     publish_retry_window_seconds: int = 24 * 3600
     tool_outputs_timeout_seconds: int = 900
+    # How long the start activity follows the new run's event stream (0: no streaming).
+    fast_path_seconds: float = 10.0
     # How long one service call may take before it counts as a transient failure.
     read_timeout_seconds: float = 30.0
     azure_client_id: str | None = None
@@ -142,6 +144,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         tool_outputs_timeout_seconds=_integer(
             env, "TOOL_OUTPUTS_TIMEOUT_SECONDS", 900, 10, 7 * 24 * 3600
         ),
+        fast_path_seconds=_number(env, "FAST_PATH_SECONDS", 10.0, 0.0, 120.0),
         read_timeout_seconds=_number(env, "SERVICE_READ_TIMEOUT_SECONDS", 30.0, 0.05, 300.0),
         azure_client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
     )

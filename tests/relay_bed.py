@@ -88,6 +88,8 @@ def relay_bed(
             "EVENTGRID_TOPIC_ENDPOINT": topic.endpoint,
             "EVENTGRID_TOPIC_KEY": TOPIC_KEY,
             "EVENT_SCHEMA": event_schema,
+            # Streams hold wall-clock time; the fast-path tests turn it on with short windows.
+            "FAST_PATH_SECONDS": "0",
             **(settings or {}),
         }
         with EmulatedHost(
