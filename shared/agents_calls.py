@@ -30,6 +30,12 @@ LOOKBACK_RUNS = 20
 LOOKBACK_MESSAGES = 100
 
 
+def _failed(action: str, exc: BaseException) -> dict[str, Any]:
+    outcome = describe_failure(exc)
+    logger.warning("%s failed: %s", action, outcome["error"]["code"])
+    return outcome
+
+
 async def _first_page(pager: Any) -> list[dict[str, Any]]:
     # List calls page forever on some services; one page is all a lookup needs.
     async for page in pager.by_page():
@@ -213,9 +219,7 @@ async def start_run(
             metadata={**submission.metadata, **marker},
         )
     except Exception as exc:
-        outcome = describe_failure(exc)
-        logger.warning("starting the agent run failed: %s", outcome["error"]["code"])
-        return outcome
+        return _failed("starting the agent run", exc)
     snapshot = run_snapshot(run.as_dict())
     bind_log_fields(runId=snapshot["runId"], threadId=snapshot["threadId"])
     logger.info("agent run started")
@@ -232,9 +236,7 @@ async def poll_run(submission_id: str, thread_id: str, run_id: str) -> dict[str,
             logger.warning("unknown run status %r; still waiting", snapshot["status"])
         output = await _output_text(client, snapshot)
     except Exception as exc:
-        outcome = describe_failure(exc)
-        logger.warning("polling the agent run failed: %s", outcome["error"]["code"])
-        return outcome
+        return _failed("polling the agent run", exc)
     return {"outcome": "ok", "run": snapshot, "outputText": output}
 
 
@@ -243,9 +245,7 @@ async def cancel_run(submission_id: str, thread_id: str, run_id: str) -> dict[st
     try:
         run = await client.runs.cancel(thread_id, run_id)
     except Exception as exc:
-        outcome = describe_failure(exc)
-        logger.warning("cancelling the agent run failed: %s", outcome["error"]["code"])
-        return outcome
+        return _failed("cancelling the agent run", exc)
     logger.info("agent run cancel requested")
     return {"outcome": "ok", "run": run_snapshot(run.as_dict())}
 
@@ -264,8 +264,6 @@ async def submit_tool_outputs(
             ],
         )
     except Exception as exc:
-        outcome = describe_failure(exc)
-        logger.warning("submitting tool outputs failed: %s", outcome["error"]["code"])
-        return outcome
+        return _failed("submitting tool outputs", exc)
     logger.info("tool outputs submitted")
     return {"outcome": "ok", "run": run_snapshot(run.as_dict())}
