@@ -31,6 +31,11 @@ TOOL_OUTPUTS_EVENT = "tool_outputs"
 
 # A run the service keeps answering 404 for (after it was created) is gone.
 MAX_NOT_FOUND_STREAK = 5
+# Looking for a run that may exist before cancelling it: tries before giving up (~30 min).
+MAX_FIND_ATTEMPTS = 30
+# How long a cancelled run may stay unconfirmed (still not terminal) before the submission
+# ends anyway; only a service that keeps refusing us gets there.
+CANCEL_GRACE_SECONDS = 3600
 # Custom status is capped at 16 KB by the Durable storage provider: keep arguments short there
 # (the AgentRunRequiresAction event carries them in full).
 STATUS_ARGUMENTS_MAX_CHARS = 1024
@@ -146,8 +151,7 @@ def _on_event(context: Any, state: RelayState, waits: EventWaits, winner: Any) -
     payload = winner.result if isinstance(winner.result, dict) else {}
     if winner is waits.cancel:
         if state.phase in (PHASE_START, PHASE_POLL) and state.cancel_reason is None:
-            state.cancel_reason = "requested"
-            _log(context, state, "cancel requested")
+            _request_cancel(context, state, "requested")
         else:
             state.ignored_events += 1
     else:
@@ -194,7 +198,8 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
     now = _now(context)
     if outcome["outcome"] == "ok":
         if outcome.get("run") is None:
-            _finish(state, "cancelled", now, None)
+            # Cancelled (or out of time) before any run existed: nothing to stop.
+            _finish(state, "cancelled", now, state.last_error)
             return
         state.run = outcome["run"]
         state.phase, state.attempts, state.last_error = PHASE_POLL, 0, None
@@ -207,17 +212,34 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
     if outcome["outcome"] in ("permanent", "not_found"):
         _finish(state, "failed", now, outcome.get("error"))
         return
+    state.attempts += 1
     deadline = from_iso(str(state.deadline_at))
-    if now >= deadline:
+    finding_only = bool(payload["findOnly"])
+    if not finding_only and now >= deadline:
+        # Out of time: an earlier attempt may still have created the run, so look for it
+        # (and cancel it) before giving up, instead of leaving it running unobserved.
+        _request_cancel(context, state, "deadline_exceeded")
+        state.attempts = 0
+        return
+    if finding_only and state.attempts >= MAX_FIND_ATTEMPTS:
         error = outcome.get("error") or {}
         message = f"the agent run could not be started: {error.get('message', '')}"
         _finish(state, "failed", now, {"code": "start_timeout", "message": message})
         return
-    state.attempts += 1
     wait = next_wait_seconds(
         TRANSIENT_RETRY_POLICY, state.attempts - 1, state.submission_id, outcome.get("retryAfter")
     )
-    yield from _sleep(context, state, waits, min(now + timedelta(seconds=wait), deadline))
+    fire_at = now + timedelta(seconds=wait)
+    if not finding_only:
+        fire_at = min(fire_at, deadline)
+    yield from _sleep(context, state, waits, fire_at)
+
+
+def _request_cancel(context: Any, state: RelayState, reason: str) -> None:
+    if state.cancel_reason is None:
+        state.cancel_reason = reason
+        state.cancel_requested_at = to_iso(_now(context))
+        _log(context, state, "cancelling: %s", reason)
 
 
 def _restart_schedule(context: Any, state: RelayState) -> None:
@@ -318,14 +340,20 @@ def _poll_step(context: Any, state: RelayState, policy: PollingPolicy, waits: Ev
     deadline = from_iso(str(state.deadline_at))
     action = state.required_action
     if state.cancel_reason is None and now >= deadline:
-        state.cancel_reason = "deadline_exceeded"
+        _request_cancel(context, state, "deadline_exceeded")
     if (
         state.cancel_reason is None
         and action is not None
         and state.tool_outputs is None
         and now >= from_iso(action["giveUpAt"])
     ):
-        state.cancel_reason = "tool_outputs_timeout"
+        _request_cancel(context, state, "tool_outputs_timeout")
+    if state.cancel_sent and state.cancel_requested_at:
+        unconfirmed = (now - from_iso(state.cancel_requested_at)).total_seconds()
+        if unconfirmed >= CANCEL_GRACE_SECONDS:
+            message = f"the run did not confirm the cancel within {CANCEL_GRACE_SECONDS} s"
+            _finish(state, "failed", now, {"code": "cancel_unconfirmed", "message": message})
+            return
     if state.cancel_reason and not state.cancel_sent:
         yield from _send_cancel(context, state)
     elif state.tool_outputs is not None:

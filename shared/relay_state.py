@@ -40,6 +40,7 @@ class RelayState:
     not_found_streak: int = 0
     cancel_reason: str | None = None
     cancel_sent: bool = False
+    cancel_requested_at: str | None = None
     final_status: str | None = None
     final_error: dict[str, Any] | None = None
     completed_at: str | None = None

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from azure.eventgrid import EventGridEvent
 
+from shared.timefmt import from_iso
 from tests.relay_bed import RelayBed, relay_bed
 from tests.testbed.agents_service import FaultRule, RunScript
 from tests.testbed.functions_host import CrashPoint
@@ -283,3 +284,37 @@ def test_a_crash_at_any_step_keeps_one_run_and_one_event(kind: str) -> None:
         assert len(bed.agents.runs) == 1
         events = completed_events(bed, submission_id)
         assert len({e["id"] for e in events}) == 1
+
+
+# Giving up never leaves a run behind ------------------------------------------------------
+
+
+def test_a_deadline_during_start_retries_finds_and_cancels_the_run_created_meanwhile() -> None:
+    with relay_bed() as bed:
+        bed.agents.default_script = LONG_RUN
+        # The first create is applied but answered 500; lookups then fail for a while.
+        bed.agents.faults.append(
+            FaultRule(operation="runs.create", kind="500_after_apply", count=1)
+        )
+        bed.agents.faults.append(FaultRule(operation="runs.list", kind="503", count=6))
+        submission_id = bed.submit(deadlineSeconds=30)
+        view = bed.complete(submission_id)
+        assert len(bed.agents.runs) == 1
+        (run,) = bed.agents.runs.values()
+        assert run["status"] == "cancelled"
+        assert view["status"] == "cancelled"
+        assert view["cancellationReason"] == "deadline_exceeded"
+        assert view["agentRun"]["runId"] == run["id"]
+
+
+def test_a_cancel_the_service_never_confirms_ends_the_submission_after_the_grace() -> None:
+    with relay_bed() as bed:
+        bed.agents.default_script = RunScript(duration_seconds=7200, cancel_delay_seconds=86400)
+        submission_id = bed.submit(deadlineSeconds=60)
+        view = bed.complete(submission_id)
+        assert view["status"] == "failed"
+        (event,) = completed_events(bed, submission_id)
+        assert event["data"]["lastError"]["code"] == "cancel_unconfirmed"
+        (cancel,) = bed.agents.calls("runs.cancel")
+        gave_up = from_iso(view["result"]["completedAt"])
+        assert gave_up - cancel.time >= timedelta(hours=1)
