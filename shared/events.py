@@ -37,9 +37,10 @@ def event_subject(agent_id: str, run_id: str | None) -> str:
 
 
 def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
-    encoded = text.encode("utf-8")
+    # "replace": text from a service could still carry a lone surrogate; never fail on it.
+    encoded = text.encode("utf-8", errors="replace")
     if len(encoded) <= max_bytes:
-        return text, False
+        return encoded.decode("utf-8"), False
     return encoded[:max_bytes].decode("utf-8", errors="ignore"), True
 
 

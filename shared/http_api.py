@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import azure.functions as func
 
@@ -71,7 +71,9 @@ def guarded(handler: Handler) -> Handler:
 def status_url(req: func.HttpRequest, submission_id: str) -> str:
     """`…/runs/{id}` on the host and route prefix the request came in on."""
     parts = urlsplit(str(req.url))
-    prefix = parts.path[: parts.path.rfind("/runs")]
+    # Routes match case-insensitively and percent-decoded: find "/runs" the same way.
+    path = unquote(parts.path)
+    prefix = quote(path[: path.lower().rfind("/runs")])
     return urlunsplit((parts.scheme, parts.netloc, f"{prefix}/runs/{submission_id}", "", ""))
 
 
@@ -89,7 +91,7 @@ def _idempotency(req: func.HttpRequest, body: bytes) -> tuple[str, str] | None:
     key = req.headers.get("idempotency-key")
     if key is None:
         return None
-    if not IDEMPOTENCY_KEY_PATTERN.match(key):
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
         raise bad_request("Idempotency-Key", "Idempotency-Key must be 1 to 200 printable ASCII")
     submission_id = hashlib.sha256(f"idempotency-key\x1f{key}".encode()).hexdigest()[:32]
     return submission_id, hashlib.sha256(body).hexdigest()
@@ -147,7 +149,7 @@ async def submit_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
 
 async def _relay_status(req: func.HttpRequest, client: Any) -> tuple[str, Any]:
     submission_id = req.route_params.get("id", "")
-    if not SUBMISSION_ID_PATTERN.match(submission_id):
+    if not SUBMISSION_ID_PATTERN.fullmatch(submission_id):
         raise NOT_FOUND
     status = await client.get_status(submission_id)
     if not status or not is_relay_instance(status.name, ORCHESTRATOR_NAME):

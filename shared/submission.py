@@ -109,9 +109,18 @@ def _string(
         raise bad_request(name, f"{name} must not be empty")
     if len(value) > max_chars:
         raise bad_request(name, f"{name} must be at most {max_chars} characters")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise bad_request(name, f"{name} has an invalid format")
+    _require_unicode(value, name)
     return value
+
+
+def _require_unicode(value: str, name: str) -> None:
+    """Refuse lone surrogates (JSON allows \\ud800 escapes; UTF-8 and the services do not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request(name, f"{name} is not valid Unicode text") from None
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:
@@ -163,10 +172,12 @@ def _metadata(raw: Any) -> dict[str, str]:
             raise bad_request(
                 "metadata", f"metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"
             )
+        _require_unicode(key, "metadata")
         if key.startswith("relay_"):
             raise bad_request(f"metadata.{key}", "metadata keys starting with relay_ are reserved")
         if not isinstance(value, str):
             raise bad_request(f"metadata.{key}", "metadata values must be strings")
+        _require_unicode(value, f"metadata.{key}")
         if len(value) > MAX_METADATA_VALUE_CHARS:
             raise bad_request(
                 f"metadata.{key}",

@@ -36,6 +36,11 @@ def validate_tool_outputs(body: Any, pending_ids: list[str]) -> list[dict[str, s
             raise bad_request(
                 f"{where}.output", f"output must be at most {MAX_OUTPUT_CHARS} characters"
             )
+        for text, name in ((call_id, f"{where}.toolCallId"), (output, f"{where}.output")):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bad_request(name, f"{name} is not valid Unicode text") from None
         outputs.append({"toolCallId": call_id, "output": output})
     given = [o["toolCallId"] for o in outputs]
     if len(set(given)) != len(given):
