@@ -7,11 +7,12 @@ PIP_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 # The infra checkers (checkov, pycep) live in their own venv: their many pins must not
 # disturb the app's dependencies.
+BENCH_STAMP := $(VENV)/.bench-installed
 INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 AZURITE_DIR := .azurite
 
-.PHONY: start check-core-tools services-up services-down test lint typecheck unit install clean
+.PHONY: start check-core-tools services-up services-down bench test lint typecheck unit install clean
 
 $(PIP_STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -19,6 +20,14 @@ $(PIP_STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+$(BENCH_STAMP): $(PIP_STAMP) requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
+# Benchmarks (not part of `make test`): regenerates docs/benchmarks.md and its plots.
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
 
 $(INFRA_STAMP): infra/requirements-checks.txt
 	$(PYTHON) -m venv $(INFRA_VENV)
@@ -37,7 +46,7 @@ lint: $(PIP_STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(PIP_STAMP)
-	$(VENV)/bin/mypy function_app.py shared tests
+	$(VENV)/bin/mypy function_app.py shared tests bench
 
 unit: $(PIP_STAMP) $(INFRA_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest

@@ -11,6 +11,7 @@ from . import agents_calls, publishing
 from .events import RelayEvent
 from .observability import log_fields
 from .submission import Submission
+from .timefmt import from_iso
 
 
 async def start_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +22,14 @@ async def start_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
             submission,
             find_only=bool(payload.get("findOnly")),
             fast_path_seconds=float(payload.get("fastPathSeconds") or 0.0),
+            known_thread_id=payload.get("knownThreadId"),
+            not_before=_unix(payload.get("submittedAt")),
         )
+
+
+def _unix(moment: str | None) -> float | None:
+    # A minute of slack: the service's clock and ours need not agree to the second.
+    return from_iso(moment).timestamp() - 60 if moment else None
 
 
 def _run_fields(payload: dict[str, Any]) -> dict[str, Any]:

@@ -47,9 +47,27 @@ def _ours(item: dict[str, Any], submission_id: str) -> bool:
     return (item.get("metadata") or {}).get(RESERVED_METADATA_KEY) == submission_id
 
 
-async def _find_thread(client: AgentsClient, submission_id: str) -> str | None:
-    threads = await _first_page(client.threads.list(limit=LOOKBACK_THREADS, order="desc"))
-    return next((str(t["id"]) for t in threads if _ours(t, submission_id)), None)
+async def _find_thread(
+    client: AgentsClient, submission_id: str, not_before: float | None
+) -> str | None:
+    """The thread a start attempt created, newest first back to the submission's time.
+
+    (Paging back to `not_before`, not just one page: a busy project may create many threads
+    between an attempt and its retry.) Without `not_before`, one page is read.
+    """
+    seen = 0
+    async for thread in client.threads.list(limit=LOOKBACK_THREADS, order="desc"):
+        wire = thread.as_dict()
+        if _ours(wire, submission_id):
+            return str(wire["id"])
+        seen += 1
+        created = wire.get("created_at")
+        if not_before is None:
+            if seen >= LOOKBACK_THREADS:
+                return None
+        elif isinstance(created, int | float) and created < not_before:
+            return None
+    return None
 
 
 async def _find_run(
@@ -155,18 +173,27 @@ async def start_run(
     *,
     find_only: bool = False,
     fast_path_seconds: float = 0.0,
+    known_thread_id: str | None = None,
+    not_before: float | None = None,
 ) -> dict[str, Any]:
     """Start the submission's run, or find the one an earlier attempt started.
 
     With `find_only` (the submission was cancelled before its run was known), nothing is
     created: the outcome's `run` is the earlier run or None. With `fast_path_seconds` > 0 a
     new run is created streaming and followed for that long (see `_start_streaming`).
+    `known_thread_id` is the thread an earlier attempt reported creating; `not_before` (Unix
+    seconds) bounds how far back the thread lookup pages.
     """
     client = get_clients().agents
     marker = {RESERVED_METADATA_KEY: submission_id}
+    created_thread: str | None = None
+
+    async def find_thread() -> str | None:
+        return known_thread_id or await _find_thread(client, submission_id, not_before)
+
     try:
         if find_only:
-            thread_id = submission.thread_id or await _find_thread(client, submission_id) or ""
+            thread_id = submission.thread_id or await find_thread() or ""
             existing = await _find_run(client, thread_id, submission_id) if thread_id else None
             return {
                 "outcome": "ok",
@@ -179,7 +206,7 @@ async def start_run(
             if existing is None:
                 await _add_missing_messages(client, thread_id, submission, marker)
         else:
-            found = await _find_thread(client, submission_id)
+            found = await find_thread()
             existing = await _find_run(client, found, submission_id) if found else None
             if found:
                 thread_id = found
@@ -191,7 +218,7 @@ async def start_run(
                     ],
                     metadata=marker,
                 )
-                thread_id = thread.id
+                thread_id = created_thread = thread.id
         if existing is not None:
             bind_log_fields(runId=existing.get("id"), threadId=existing.get("thread_id"))
             logger.info("found the run started earlier for this submission")
@@ -207,7 +234,9 @@ async def start_run(
                 {**submission.metadata, **marker},
                 fast_path_seconds,
             )
-            if outcome["outcome"] == "ok":
+            if outcome["outcome"] != "ok":
+                outcome["threadId"] = thread_id
+            else:
                 run_ids = outcome["run"]
                 bind_log_fields(runId=run_ids["runId"], threadId=run_ids["threadId"])
                 logger.info("agent run started (streamed: %s)", run_ids["status"])
@@ -219,7 +248,11 @@ async def start_run(
             metadata={**submission.metadata, **marker},
         )
     except Exception as exc:
-        return _failed("starting the agent run", exc)
+        failure = _failed("starting the agent run", exc)
+        if created_thread:
+            # The retry goes straight to this thread (the run may exist despite the error).
+            failure["threadId"] = created_thread
+        return failure
     snapshot = run_snapshot(run.as_dict())
     bind_log_fields(runId=snapshot["runId"], threadId=snapshot["threadId"])
     logger.info("agent run started")

@@ -193,6 +193,8 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
         # Cancelled before the run exists: only look for a run an earlier attempt created.
         "findOnly": state.cancel_reason is not None,
         "fastPathSeconds": state.fast_path_seconds,
+        "knownThreadId": state.created_thread_id,
+        "submittedAt": state.submitted_at,
     }
     outcome = yield from _call(context, START_ACTIVITY, payload)
     now = _now(context)
@@ -209,6 +211,7 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
         _absorb_run(context, state, outcome, now)
         return
     state.last_error = outcome.get("error")
+    state.created_thread_id = outcome.get("threadId") or state.created_thread_id
     if outcome["outcome"] in ("permanent", "not_found"):
         _finish(state, "failed", now, outcome.get("error"))
         return
@@ -411,9 +414,25 @@ def _event_payload(event: RelayEvent) -> dict[str, Any]:
     }
 
 
+def cancellation_reason(state: RelayState) -> str | None:
+    """Why the relay cancelled the run, if the run ended cancelled because of it.
+
+    A run the service cancelled on its own before our cancel was asked for keeps no reason
+    (its `cancelled_at` is earlier; the service's timestamps are whole seconds).
+    """
+    if state.status != "cancelled" or state.cancel_reason is None:
+        return None
+    ended = (state.run or {}).get("terminalAt")
+    if ended and state.cancel_requested_at:
+        asked = from_iso(state.cancel_requested_at).replace(microsecond=0)
+        if from_iso(ended) < asked:
+            return None
+    return state.cancel_reason
+
+
 def _completed_event(state: RelayState) -> dict[str, Any]:
     run = state.run or {}
-    cancellation = state.cancel_reason if state.final_status == "cancelled" else None
+    cancellation = cancellation_reason(state)
     event = build_completed_event(
         submission_id=state.submission_id,
         agent_id=state.submission["agentId"],
@@ -479,7 +498,7 @@ def final_output(state: RelayState) -> dict[str, Any]:
         "polls": state.polls,
         "submittedAt": state.submitted_at,
         "completedAt": state.completed_at,
-        "cancellationReason": state.cancel_reason if state.status == "cancelled" else None,
+        "cancellationReason": cancellation_reason(state),
         "result": event.get("data"),
         "event": {"id": event["id"], "publishedAt": state.published_at}
         if state.published_at

@@ -41,6 +41,8 @@ class RelayState:
     cancel_reason: str | None = None
     cancel_sent: bool = False
     cancel_requested_at: str | None = None
+    # A thread a failed start attempt reported creating: the retry looks there first.
+    created_thread_id: str | None = None
     final_status: str | None = None
     final_error: dict[str, Any] | None = None
     completed_at: str | None = None

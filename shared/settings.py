@@ -46,7 +46,7 @@ class Settings:
     polling_bounds: PollingBounds = field(default_factory=PollingBounds)
     default_deadline_seconds: int = 6 * 3600
     max_deadline_seconds: int = 7 * 24 * 3600
-    polls_per_generation: int = 50
+    polls_per_generation: int = 20
     publish_retry_window_seconds: int = 24 * 3600
     tool_outputs_timeout_seconds: int = 900
     # How long the start activity follows the new run's event stream (0: no streaming).
@@ -137,7 +137,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         polling_bounds=bounds,
         default_deadline_seconds=default_deadline,
         max_deadline_seconds=max_deadline,
-        polls_per_generation=_integer(env, "POLLS_PER_GENERATION", 50, 5, 1000),
+        polls_per_generation=_integer(env, "POLLS_PER_GENERATION", 20, 5, 1000),
         publish_retry_window_seconds=_integer(
             env, "PUBLISH_RETRY_WINDOW_SECONDS", 24 * 3600, 60, 7 * 24 * 3600
         ),

@@ -1,0 +1,60 @@
+"""The short summary `python -m bench` prints."""
+
+from __future__ import annotations
+
+import statistics
+
+from .main import Results
+from .report import rows, secs
+from .workload import format_duration
+
+
+def summary(results: Results) -> str:
+    lines = ["", "=== agent-run relay benchmarks ==="]
+    round_runs = [i for i, r in enumerate(results.runs) if r.group == "round"]
+    header = f"{'run':>7} | " + " | ".join(f"{s.key:>22}" for s in results.strategies)
+    lines.append("polls per run / worst delay")
+    lines.append(header)
+    per = [(s, rows(results, s)) for s in results.strategies]
+    for duration in results.config.workload.round_durations:
+        picked = [i for i in round_runs if results.runs[i].duration == duration]
+        cells = []
+        for _s, srows in per:
+            chosen = [srows[i] for i in picked]
+            detected = [r.delay for r in chosen if r.delay is not None]
+            worst = secs(max(detected)) if len(detected) == len(chosen) else "gave up"
+            cells.append(f"{statistics.fmean(r.polls for r in chosen):7.1f} / {worst:>10}")
+        lines.append(f"{format_duration(duration):>7} | " + " | ".join(f"{c:>22}" for c in cells))
+    for check in (results.targets_workload, results.targets_exact):
+        verdict = "met" if check.met else f"NOT met ({len(check.violations)} violations)"
+        lines.append(f"targets on {check.name}: {verdict}")
+    if results.replay:
+        by = {(r.continue_as_new, r.duration): r for r in results.replay}
+        durations = sorted({r.duration for r in results.replay})
+        for can in (True, False):
+            a, b = by[(can, durations[0])], by[(can, durations[-1])]
+            lines.append(
+                f"replay CPU {format_duration(b.duration)}/{format_duration(a.duration)} "
+                f"{'with' if can else 'without'} continue-as-new: "
+                f"{b.end.min_ms / a.end.min_ms:.2f}x ({b.end.min_ms:.1f} ms vs "
+                f"{a.end.min_ms:.1f} ms)"
+            )
+    if results.client_reuse is not None:
+        cr = results.client_reuse
+        lines.append(
+            f"poll_run throughput: reused {cr.reused_per_s:.0f}/s, per-call client "
+            f"{cr.per_call_per_s:.0f}/s ({cr.ratio:.2f}x), whole set per call "
+            f"{cr.per_call_full_set_per_s:.0f}/s ({cr.ratio_full_set:.2f}x)"
+        )
+    for w in results.wall:
+        lines.append(
+            f"create_and_process {format_duration(w.duration)}: {w.gets} GETs, "
+            f"delay {w.delay:.3f} s"
+        )
+    for f in results.fast_path:
+        lines.append(
+            f"fast path {format_duration(f.duration)}: {f.polls} polls, delay {f.delay:.3f} s"
+        )
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in results.timings.items())
+    lines.append(f"timings: {timing}")
+    return "\n".join(lines)
