@@ -1,6 +1,5 @@
 """agent-run relay: the Functions app. Wiring only; the logic lives in `shared/`."""
 
-import os
 from collections.abc import Generator
 from typing import Any
 
@@ -16,7 +15,7 @@ from shared.subscriber import blueprint as subscriber_blueprint
 # Fail at startup, naming the setting, rather than on the first request.
 get_settings()
 install_log_fields()
-configure_telemetry(os.environ)
+configure_telemetry()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 

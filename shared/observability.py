@@ -9,6 +9,7 @@ variable, so concurrent invocations on the worker's one event loop do not mix th
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -70,12 +71,13 @@ def _aad_client_id(authentication: str) -> str | None:
     return parts.get("ClientId") or ""
 
 
-def configure_telemetry(env: Mapping[str, str]) -> bool:
+def configure_telemetry(env: Mapping[str, str] | None = None) -> bool:
     """Export relay logs to Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
 
     With `APPLICATIONINSIGHTS_AUTHENTICATION_STRING=ClientId=…;Authorization=AAD` (local auth
     off on the resource) the exporter authenticates with that managed identity.
     """
+    env = os.environ if env is None else env
     connection_string = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
     if not connection_string:
         return False

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.submission import MAX_BODY_BYTES
+from shared.submission import KNOWN_FIELDS, MAX_BODY_BYTES
 from tests.relay_bed import RelayBed, relay_bed
 from tests.test_openapi_conformance import (
     COMPLETED,
@@ -170,16 +170,7 @@ def submissions(draw: st.DrawFn, agent_id: str) -> dict[str, Any]:
     return body
 
 
-SUBMISSION_FIELDS = [
-    "agentId",
-    "input",
-    "messages",
-    "threadId",
-    "instructions",
-    "metadata",
-    "deadlineSeconds",
-    "polling",
-]
+SUBMISSION_FIELDS = sorted(KNOWN_FIELDS)
 DEEP = "\x00deep\x00"
 ODD_NUMBERS = ["1e400", "-1e400", "1e-400", "-0", "0.0", "1E5", "604800.0000001", "NaN"]
 ODD_NUMBERS += ["Infinity", "-Infinity", "01", ".5", "+1", "0x10", "1_000"]

@@ -325,16 +325,21 @@ class DurableEngine:
                 ),
             )
 
+    def _running_instance(self, instance_id: str) -> _Instance:
+        """The instance, or the extension's 404 (unknown) / 410 (finished); lock held."""
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            raise ApiError(404, {"Message": f"No instance with ID '{instance_id}' found."})
+        if instance.status in FINISHED:
+            raise ApiError(
+                410,
+                {"Message": "The orchestration instance with the provided ID is not running."},
+            )
+        return instance
+
     def raise_event(self, instance_id: str, event_name: str, input_json: str | None) -> None:
         with self._lock:
-            instance = self._instances.get(instance_id)
-            if instance is None:
-                raise ApiError(404, {"Message": f"No instance with ID '{instance_id}' found."})
-            if instance.status in FINISHED:
-                raise ApiError(
-                    410,
-                    {"Message": "The orchestration instance with the provided ID is not running."},
-                )
+            instance = self._running_instance(instance_id)
             # DTFx keeps events that arrive before the orchestrator waits: they are appended to
             # history (EventRaised) and both the SDK and the extension buffer them.
             instance.inbox.append(
@@ -348,14 +353,7 @@ class DurableEngine:
 
     def terminate(self, instance_id: str, reason: str | None) -> None:
         with self._lock:
-            instance = self._instances.get(instance_id)
-            if instance is None:
-                raise ApiError(404, {"Message": f"No instance with ID '{instance_id}' found."})
-            if instance.status in FINISHED:
-                raise ApiError(
-                    410,
-                    {"Message": "The orchestration instance with the provided ID is not running."},
-                )
+            instance = self._running_instance(instance_id)
             instance.inbox.append(
                 _Message(
                     next(self._seq),
