@@ -17,13 +17,32 @@ import azure.functions as func
 
 from shared.clients import close_clients
 from shared.runtime import reset_worker_state
-from tests.testbed.agents_service import AgentsService, make_sync_client
+from tests.testbed.agents_service import AgentsService, RunScript, make_sync_client
 from tests.testbed.clock import VirtualClock
 from tests.testbed.eventgrid_topic import EventGridTopic
 from tests.testbed.functions_host import EmulatedHost
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC_KEY = "cmVsYXktdGVzdC10b3BpYy1rZXktMDEyMzQ1Njc4OWFiY2RlZg=="
+# One script per final status the service can report, shared by the end-to-end suites.
+TERMINAL_SCRIPTS: dict[str, RunScript] = {
+    "completed": RunScript(
+        duration_seconds=40,
+        final_status="completed",
+        output_text="the answer",
+        usage={"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
+    ),
+    "failed": RunScript(
+        duration_seconds=25,
+        final_status="failed",
+        last_error={"code": "server_error", "message": "model crashed"},
+    ),
+    "cancelled": RunScript(duration_seconds=30, final_status="cancelled"),
+    "expired": RunScript(duration_seconds=30, final_status="expired"),
+    "incomplete": RunScript(
+        duration_seconds=30, final_status="incomplete", incomplete_details={"reason": "max_tokens"}
+    ),
+}
 EVENT_DATA_SCHEMA = json.loads((ROOT / "docs" / "agent-run-completed.schema.json").read_text())
 
 

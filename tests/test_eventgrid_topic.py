@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -16,7 +15,7 @@ from typing import Any, Literal
 
 import pytest
 from aiohttp import web
-from azure.core.credentials import AccessToken, AzureKeyCredential, AzureSasCredential
+from azure.core.credentials import AzureKeyCredential, AzureSasCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -28,6 +27,7 @@ from azure.eventgrid.aio import EventGridPublisherClient as AioEventGridPublishe
 from multidict import CIMultiDict
 
 from tests.testbed.clock import VirtualClock
+from tests.testbed.credentials import AsyncStaticTokenCredential, StaticTokenCredential
 from tests.testbed.eventgrid_topic import (
     DEFAULT_TOPIC_ID,
     DeliveryResponse,
@@ -44,47 +44,6 @@ AuthName = Literal["key", "sas", "bearer"]
 # --- helpers -------------------------------------------------------------------------------
 
 
-class StaticTokenCredential:
-    """A token credential that hands out one fixed token (no Azure AD here)."""
-
-    def __init__(self, token: str = BEARER) -> None:
-        self._token = token
-
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        return AccessToken(self._token, int(time.time()) + 3600)
-
-
-class AsyncStaticTokenCredential:
-    def __init__(self, token: str = BEARER) -> None:
-        self._token = token
-
-    async def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        return AccessToken(self._token, int(time.time()) + 3600)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> AsyncStaticTokenCredential:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
 def wall_in(hours: float) -> datetime:
     return datetime.now(UTC) + timedelta(hours=hours)
 
@@ -98,7 +57,7 @@ def credential_for(topic: EventGridTopic, auth: AuthName) -> Any:
         return AzureKeyCredential(topic.key)
     if auth == "sas":
         return AzureSasCredential(sas_for(topic))
-    return StaticTokenCredential()
+    return StaticTokenCredential(BEARER)
 
 
 def per_call(auth: AuthName) -> dict[str, Any]:
@@ -324,7 +283,7 @@ def test_aio_sdk_publishes_with_each_credential(
 ) -> None:
     with EventGridTopic(clock, input_schema=schema) as topic:
         credential: Any = (
-            AsyncStaticTokenCredential() if auth == "bearer" else credential_for(topic, auth)
+            AsyncStaticTokenCredential(BEARER) if auth == "bearer" else credential_for(topic, auth)
         )
         event: Any = eg_event() if schema == "eventgrid" else cloud_event()
 
@@ -339,7 +298,7 @@ def test_aio_sdk_publishes_with_each_credential(
 
 def test_bearer_tokens_are_checked_by_accept_bearer(clock: VirtualClock) -> None:
     with EventGridTopic(clock, accept_bearer=lambda token: token == BEARER) as topic:
-        good = EventGridPublisherClient(topic.endpoint, StaticTokenCredential())
+        good = EventGridPublisherClient(topic.endpoint, StaticTokenCredential(BEARER))
         good.send(eg_event(), enforce_https=False)
         bad = EventGridPublisherClient(topic.endpoint, StaticTokenCredential("someone-else"))
         with pytest.raises(ClientAuthenticationError):
@@ -728,7 +687,7 @@ def test_secrets_never_appear_in_records(
     forged_sas = sas_for(topic, key=base64.b64encode(b"f" * 32).decode())
     EventGridPublisherClient(topic.endpoint, AzureKeyCredential(topic.key)).send(eg_event())
     EventGridPublisherClient(topic.endpoint, AzureSasCredential(good_sas)).send(eg_event())
-    EventGridPublisherClient(topic.endpoint, StaticTokenCredential()).send(
+    EventGridPublisherClient(topic.endpoint, StaticTokenCredential(BEARER)).send(
         eg_event(), enforce_https=False
     )
     with pytest.raises(ClientAuthenticationError):

@@ -31,7 +31,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from shared.submission import MAX_BODY_BYTES
-from tests.relay_bed import RelayBed, relay_bed
+from tests.relay_bed import TERMINAL_SCRIPTS, RelayBed, relay_bed
 from tests.testbed.agents_service import RunScript
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,25 +300,8 @@ class Recorder:
         return exchange
 
 
-COMPLETED = RunScript(
-    duration_seconds=40,
-    final_status="completed",
-    output_text="the answer",
-    usage={"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
-)
-FINAL_SCRIPTS: dict[str, RunScript] = {
-    "completed": COMPLETED,
-    "failed": RunScript(
-        duration_seconds=25,
-        final_status="failed",
-        last_error={"code": "server_error", "message": "model crashed"},
-    ),
-    "cancelled": RunScript(duration_seconds=30, final_status="cancelled"),
-    "expired": RunScript(duration_seconds=30, final_status="expired"),
-    "incomplete": RunScript(
-        duration_seconds=30, final_status="incomplete", incomplete_details={"reason": "max_tokens"}
-    ),
-}
+COMPLETED = TERMINAL_SCRIPTS["completed"]
+FINAL_SCRIPTS = TERMINAL_SCRIPTS
 LONG_RUN = RunScript(duration_seconds=3600, final_status="completed")
 TOOL_CALLS = [
     {"id": "call_weather", "name": "get_weather", "arguments": json.dumps({"city": "Oslo"})},

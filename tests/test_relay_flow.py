@@ -16,22 +16,8 @@ from azure.eventgrid import EventGridEvent
 from shared.schedule import PollingPolicy, poll_wait_seconds
 from shared.settings import get_settings
 from shared.timefmt import from_iso
-from tests.relay_bed import EVENT_DATA_SCHEMA, relay_bed
+from tests.relay_bed import EVENT_DATA_SCHEMA, TERMINAL_SCRIPTS, relay_bed
 from tests.testbed.agents_service import FaultRule, RunScript
-
-TERMINAL_SCRIPTS: dict[str, RunScript] = {
-    "completed": RunScript(duration_seconds=40, final_status="completed", output_text="the answer"),
-    "failed": RunScript(
-        duration_seconds=25,
-        final_status="failed",
-        last_error={"code": "server_error", "message": "model crashed"},
-    ),
-    "cancelled": RunScript(duration_seconds=30, final_status="cancelled"),
-    "expired": RunScript(duration_seconds=30, final_status="expired"),
-    "incomplete": RunScript(
-        duration_seconds=30, final_status="incomplete", incomplete_details={"reason": "max_tokens"}
-    ),
-}
 
 
 def assert_valid_event(event: dict[str, Any], schema: str) -> dict[str, Any]:

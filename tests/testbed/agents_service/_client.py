@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from azure.core.credentials import AccessToken
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+from tests.testbed.credentials import AsyncStaticTokenCredential, StaticTokenCredential
 
 if TYPE_CHECKING:
     import azure.ai.agents
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from ._service import AgentsService
 
 # 2100-01-01T00:00:00Z: the token never needs refreshing during a test.
-FAR_FUTURE = 4102444800
 DUMMY_TOKEN = "dummy-token"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -35,46 +34,18 @@ class AllowHttpPolicy(SansIOHTTPPolicy[Any, Any]):
             request.context["enforce_https"] = False
 
 
-class DummyTokenCredential:
+class DummyTokenCredential(StaticTokenCredential):
     """A TokenCredential whose token the loopback service accepts."""
 
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        return AccessToken(DUMMY_TOKEN, FAR_FUTURE)
+    def __init__(self, token: str = DUMMY_TOKEN) -> None:
+        super().__init__(token)
 
 
-class AsyncDummyTokenCredential:
+class AsyncDummyTokenCredential(AsyncStaticTokenCredential):
     """The AsyncTokenCredential counterpart of DummyTokenCredential."""
 
-    async def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        return AccessToken(DUMMY_TOKEN, FAR_FUTURE)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> AsyncDummyTokenCredential:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        return None
+    def __init__(self, token: str = DUMMY_TOKEN) -> None:
+        super().__init__(token)
 
 
 def make_sync_client(service: AgentsService, **kwargs: Any) -> azure.ai.agents.AgentsClient:
