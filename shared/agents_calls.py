@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from azure.ai.agents.aio import AgentsClient
@@ -117,10 +118,15 @@ async def _start_streaming(
     A run that ends inside the window is returned terminal (no poll needed). Whatever happens
     to the stream (window over, cut, ended early), the run is the one created here: found again
     by its metadata if no event named it, so the durable schedule takes over with one run.
+    The outcome's `followedSeconds` says how long the run was followed, so the schedule takes
+    over from the run's age instead of starting its ramp again.
     """
     responses: list[Any] = []
+    created_at: list[float] = []
 
     def keep_response(pipeline_response: Any, deserialized: Any, _headers: Any) -> Any:
+        # Called when the create call's response arrives: the run exists from here on.
+        created_at.append(time.monotonic())
         responses.append(pipeline_response.http_response)
         return deserialized
 
@@ -150,6 +156,7 @@ async def _start_streaming(
             with contextlib.suppress(Exception):
                 # The SDK's stream iterator cannot be closed; close the HTTP response itself.
                 await response.close()
+    followed = round(time.monotonic() - created_at[0], 3) if created_at else 0.0
     if last is None:
         last = await _find_run(client, thread_id, submission_id)
         if last is None:
@@ -164,6 +171,7 @@ async def _start_streaming(
         "run": snapshot,
         "reused": False,
         "outputText": await _output_text(client, snapshot),
+        "followedSeconds": min(followed, window_seconds),
     }
 
 

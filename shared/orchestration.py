@@ -205,7 +205,9 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
             return
         state.run = outcome["run"]
         state.phase, state.attempts, state.last_error = PHASE_POLL, 0, None
-        _restart_schedule(context, state)
+        # After a fast path the run is already that old: the schedule goes on from its age.
+        followed = float(outcome.get("followedSeconds") or 0.0)
+        _restart_schedule(context, state, min(max(followed, 0.0), state.fast_path_seconds))
         _log(context, state, "agent run %s started", state.run.get("runId"))
         # The fast path may already have seen the run end (or ask for tool outputs).
         _absorb_run(context, state, outcome, now)
@@ -245,8 +247,8 @@ def _request_cancel(context: Any, state: RelayState, reason: str) -> None:
         _log(context, state, "cancelling: %s", reason)
 
 
-def _restart_schedule(context: Any, state: RelayState) -> None:
-    state.schedule_anchor = to_iso(_now(context))
+def _restart_schedule(context: Any, state: RelayState, age_seconds: float = 0.0) -> None:
+    state.schedule_anchor = to_iso(_now(context) - timedelta(seconds=age_seconds))
     state.schedule_step = 0
 
 

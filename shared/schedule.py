@@ -9,6 +9,12 @@ the first polls: the wait after poll n is always more than (multiplier - 1) x el
 Pure functions of their inputs, so the orchestrator can call them on every replay and get the
 same timer fire times (jitter comes from a hash of the instance id and poll number, never from
 `random`).
+
+Polling jitter shifts the schedule rather than shortening every wait: only the first wait loses
+a hashed fraction (up to `jitter`). Later waits are proportional to elapsed time, so the shift
+carries through and grows with the ramp (instances started together stay apart), while no later
+wait is cut short: per-wait jitter would cost about jitter/2 more polls at the cap, and the
+schedule would lose to a plain fixed interval at that interval's own delay.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ class PollingPolicy:
     initial_seconds: float
     max_seconds: float
     multiplier: float
-    # Fraction of a wait that jitter may shave off, so instances started together spread out.
+    # Fraction of a wait that jitter may shave off, so instances started together spread out
+    # (polling: the first wait only; transient retries: every wait).
     jitter: float = 0.1
 
     def to_dict(self) -> dict[str, float]:
@@ -66,10 +73,11 @@ def poll_wait_seconds(
     seed: str,
     retry_after: float | None = None,
 ) -> float:
-    """The wait before the next status check, `elapsed_seconds` after the run started."""
+    """The wait before status check `step` (0-based), `elapsed_seconds` after the run started."""
     proportional = (policy.multiplier - 1.0) * max(elapsed_seconds, 0.0)
     base = min(max(policy.initial_seconds, proportional), policy.max_seconds)
-    wait = round(max(base * (1.0 - policy.jitter * unit_hash(seed, step)), 0.001), 3)
+    shave = policy.jitter * unit_hash(seed, step) if step == 0 else 0.0
+    wait = round(max(base * (1.0 - shave), 0.001), 3)
     if retry_after is not None and retry_after > wait:
         wait = round(retry_after, 3)
     return wait

@@ -22,6 +22,13 @@ class SettingsError(ValueError):
     """A missing or invalid app setting; the message names the setting."""
 
 
+# How long the start activity follows a new run's stream (see docs/benchmarks.md for why 10 s).
+DEFAULT_FAST_PATH_SECONDS = 10.0
+MAX_FAST_PATH_SECONDS = 120.0
+# Orchestrator steps per history generation before continue-as-new (docs/benchmarks.md).
+DEFAULT_POLLS_PER_GENERATION = 20
+
+
 @dataclass(frozen=True)
 class PollingBounds:
     """What a caller may ask for in `polling`; protects the service and the bill."""
@@ -46,7 +53,7 @@ class Settings:
     polling_bounds: PollingBounds = field(default_factory=PollingBounds)
     default_deadline_seconds: int = 6 * 3600
     max_deadline_seconds: int = 7 * 24 * 3600
-    polls_per_generation: int = 20
+    polls_per_generation: int = DEFAULT_POLLS_PER_GENERATION
     publish_retry_window_seconds: int = 24 * 3600
     tool_outputs_timeout_seconds: int = 900
     # How long the start activity follows the new run's event stream (0: no streaming).
@@ -137,14 +144,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         polling_bounds=bounds,
         default_deadline_seconds=default_deadline,
         max_deadline_seconds=max_deadline,
-        polls_per_generation=_integer(env, "POLLS_PER_GENERATION", 20, 5, 1000),
+        polls_per_generation=_integer(
+            env, "POLLS_PER_GENERATION", DEFAULT_POLLS_PER_GENERATION, 5, 1000
+        ),
         publish_retry_window_seconds=_integer(
             env, "PUBLISH_RETRY_WINDOW_SECONDS", 24 * 3600, 60, 7 * 24 * 3600
         ),
         tool_outputs_timeout_seconds=_integer(
             env, "TOOL_OUTPUTS_TIMEOUT_SECONDS", 900, 10, 7 * 24 * 3600
         ),
-        fast_path_seconds=_number(env, "FAST_PATH_SECONDS", 10.0, 0.0, 120.0),
+        fast_path_seconds=_number(
+            env, "FAST_PATH_SECONDS", DEFAULT_FAST_PATH_SECONDS, 0.0, MAX_FAST_PATH_SECONDS
+        ),
         read_timeout_seconds=_number(env, "SERVICE_READ_TIMEOUT_SECONDS", 30.0, 0.05, 300.0),
         azure_client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
     )

@@ -51,6 +51,25 @@ def test_a_longer_run_falls_back_to_the_durable_schedule_from_its_current_state(
         assert stream_call.body["stream"] is True
 
 
+def test_after_a_fallback_the_schedule_goes_on_from_the_runs_age() -> None:
+    # Initial wait 1 s, multiplier 4, no jitter: restarted from zero the first wait would be
+    # 1 s; going on from a run already ~1 s old it is (4 - 1) x its age.
+    settings = {
+        "FAST_PATH_SECONDS": "1",
+        "POLL_INITIAL_SECONDS": "1",
+        "POLL_MULTIPLIER": "4",
+        "POLL_JITTER": "0",
+    }
+    with relay_bed(settings=settings) as bed:
+        bed.agents.default_script = RunScript(queued_seconds=0.02, duration_seconds=60)
+        submission_id = bed.submit()
+        final = bed.complete(submission_id)
+        assert final["status"] == "completed"
+        (run,) = bed.agents.runs.values()
+        first_poll = bed.agents.calls("runs.get")[0].time.timestamp()
+        assert first_poll - run["created_at"] >= 1.0 + 3 * 0.9
+
+
 @pytest.mark.parametrize("fault", ["stream_drop", "stream_end_early"])
 def test_a_broken_stream_falls_back_to_polling_with_one_run(fault: str) -> None:
     with relay_bed(settings={"FAST_PATH_SECONDS": "1"}) as bed:

@@ -31,6 +31,31 @@ def test_jitter_spreads_instances_started_together() -> None:
     assert len(waits) > 40
 
 
+def test_polling_jitter_shifts_the_schedule_without_shortening_later_waits() -> None:
+    no_jitter = PollingPolicy(2.0, 30.0, 1.5, jitter=0.0)
+    first_waits = {poll_wait_seconds(POLICY, 0.0, 0, f"instance-{i}") for i in range(50)}
+    assert len(first_waits) > 40
+    assert all(2.0 * (1 - POLICY.jitter) - 0.001 <= w <= 2.0 for w in first_waits)
+    for elapsed, step in ((3.0, 1), (40.0, 6), (5000.0, 200)):
+        assert poll_wait_seconds(POLICY, elapsed, step, "s") == poll_wait_seconds(
+            no_jitter, elapsed, step, "s"
+        )
+
+
+def test_instances_started_together_stay_apart_at_the_cap() -> None:
+    def poll_instants(seed: str, count: int) -> list[float]:
+        elapsed, instants = 0.0, []
+        for step in range(count):
+            elapsed += poll_wait_seconds(POLICY, elapsed, step, seed)
+            instants.append(round(elapsed, 3))
+        return instants
+
+    later = [poll_instants(f"instance-{i}", 40)[-1] for i in range(50)]
+    # The first wait's shift (up to 0.2 s) grows with the ramp, then holds at the cap.
+    assert max(later) - min(later) > 10 * POLICY.jitter * POLICY.initial_seconds
+    assert len(set(later)) > 40
+
+
 def test_retry_after_stretches_but_never_shortens_the_wait() -> None:
     base = next_wait_seconds(POLICY, 0, "s")
     assert next_wait_seconds(POLICY, 0, "s", retry_after=45) == 45
@@ -68,3 +93,29 @@ def test_a_run_is_seen_within_the_documented_bound(
     bound = min(max(policy.initial_seconds, (policy.multiplier - 1) * duration), policy.max_seconds)
     assert delay <= bound + 0.002
     assert polls >= 1
+
+
+def test_the_readme_schedule_table_matches_the_schedule() -> None:
+    from pathlib import Path
+
+    from bench.schedules import RelaySchedule, simulate
+    from bench.workload import format_duration
+    from shared.settings import DEFAULT_FAST_PATH_SECONDS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in readme.splitlines()
+        if line.startswith("| ") and line.count("|") == 5
+    ]
+    table = {row[0]: row for row in rows}
+    no_jitter = PollingPolicy(2.0, 30.0, 1.5, jitter=0.0)
+    for duration in (3.0, 15.0, 60.0, 300.0, 3600.0, 7200.0):
+        row = table[format_duration(duration)]
+        plain = simulate(RelaySchedule(no_jitter), duration, "readme")
+        fast = simulate(
+            RelaySchedule(no_jitter, fast_path_seconds=DEFAULT_FAST_PATH_SECONDS),
+            duration,
+            "readme",
+        )
+        assert (int(row[1]), int(row[2])) == (plain.polls, fast.polls), row
