@@ -1,183 +1,485 @@
 """Poll activity throughput: the process's reused Agents client vs a client built per call.
 
-`shared.agents_calls.poll_run` is awaited back to back on the emulated worker's persistent
-event loop against the loopback Agents service (plain http on 127.0.0.1, served from a
-thread of this process):
+Reproduces what a client built per call would pay in Azure, on loopback:
 
-- reused: as the app runs, `poll_run` takes the cached client of `shared.clients`;
-- per call: a new `azure.ai.agents.aio.AgentsClient` is built for every call exactly as
-  `shared/clients.py` builds the process's one (same credential type, loopback policy and
-  pipeline options), handed to `poll_run`, and closed after it;
-- per call, whole set: `close_clients()` then `poll_run`, so `get_clients()` rebuilds the
-  whole cached set (Agents client, Event Grid publisher, credential) for each call.
+- the Agents service (`tests.testbed.agents_service`) speaks https, with an RSA-2048 server
+  certificate from a throwaway CA (`tests.testbed.tls`), and accepts only bearer tokens issued
+  by
+- a loopback App Service managed identity endpoint (`tests.testbed.managed_identity`), which
+  the real `DefaultAzureCredential` uses through `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`, as
+  the app's credential (`shared.clients.azure_credential`) does in Azure.
 
-A breakdown then times the parts of a per-call client separately.
+The real `shared.agents_calls.poll_run` is awaited back to back against a run that stays in
+progress, in three variants (interleaved rounds, median round):
+
+- reused: one Agents client and credential built once (`shared.clients.build_agents_client`,
+  as `get_clients()` builds the process's set) and reused, as the app runs in Azure;
+- per call: a new `DefaultAzureCredential` and AgentsClient for every call, closed after it
+  (so a new aiohttp session, TCP + TLS handshake, and a token request, since a new credential
+  has an empty token cache);
+- per call, credential kept: a new AgentsClient per call with the process's credential (its
+  cached token), which separates the connection's cost from the token's.
+
+Processes: `measure_client_reuse` (the bench) writes the CA and server certificate and starts
+`python -m bench.client_reuse` with `SSL_CERT_FILE` pointing at the CA, so aiohttp's default
+verified SSL context (made once when aiohttp is imported) trusts it, exactly as it trusts the
+system store in Azure (`connection_verify=<path>` would build a new SSLContext per request and
+defeat connection pooling). That process measures; it serves nothing: the Agents service and
+the identity endpoint run in a third process it spawns, so, as for a remote service, their work
+(the server's side of each TLS handshake, token issuing, JSON) neither holds the measuring
+process's GIL nor counts in its CPU time. It sets `IDENTITY_ENDPOINT` / `IDENTITY_HEADER` before
+building any credential (azure-identity reads them when a credential is constructed).
+
+What keeps the ratio honest is asserted: the reused client opens no connection and fetches no
+token during its timed calls, each per-call client opens exactly one TLS connection (counted by
+the server), and each per-call credential fetches exactly one token (counted by the identity
+endpoint). Tokens are never printed.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import ssl
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
-
-from azure.ai.agents.aio import AgentsClient
+from urllib.parse import urlsplit
 
 from shared import agents_calls
-from shared.clients import _pipeline_options, close_clients, get_clients
-from shared.loopback import AllowHttpOnLoopbackPolicy, LoopbackCredential
-from shared.settings import Settings, get_settings
-from tests.relay_bed import RelayBed
-from tests.testbed.agents_service import RunScript, make_sync_client
+from shared.clients import azure_credential, build_agents_client
+from shared.settings import Settings, load_settings
+from tests.testbed.agents_service import AgentsService, RunScript
+from tests.testbed.clock import VirtualClock
+from tests.testbed.managed_identity import ManagedIdentityEndpoint
+from tests.testbed.tls import LoopbackTls, server_context_from_files
 
+ROOT = Path(__file__).resolve().parents[1]
 SUBMISSION = "bench-client-reuse"
+SCOPE = "https://ai.azure.com/.default"  # azure-ai-agents' default credential scope
+RESOURCE = SCOPE.removesuffix("/.default")  # what the managed identity protocol asks for
+# Environment that would change which credential DefaultAzureCredential picks, where its
+# requests go, or what the measuring process trusts: none of it reaches the measurement.
+_SCRUBBED_PREFIXES = ("AZURE_", "MSI_", "IDENTITY_", "IMDS_")
+_SCRUBBED = {"SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
+TIMEOUT_SECONDS = 900.0
+
+# The parts of a per-call client and credential the breakdown times (wall ms, medians).
+PART_BUILD_CREDENTIAL = "build DefaultAzureCredential"
+PART_IDENTITY_REQUEST = (
+    "token request by a new credential (session + TCP connect + GET to the identity endpoint)"
+)
+PART_BUILD_CLIENT = "build AgentsClient"
+PART_FIRST_GET = "first GET on the new client (session + TCP connect + TLS handshake + GET)"
+PART_CLOSE = "close the client and the credential"
+PART_REUSED_GET = "GET on the reused client"
+PART_CACHE_HIT = "get_token from a credential's cache"
+PART_HANDSHAKE = "TCP connect + TLS handshake alone (asyncio.open_connection)"
+
+
+@dataclass(frozen=True)
+class Variant:
+    calls_per_s: float  # median round
+    client_cpu_ms: float  # measuring process CPU per call (median round)
+    service_cpu_ms: float  # services process CPU per call: Agents service + identity endpoint
+    connections: int  # connections the Agents service saw opened during the timed calls
+    token_requests: int  # tokens the identity endpoint issued during the timed calls
 
 
 @dataclass(frozen=True)
 class ClientReuseResult:
-    reused_per_s: float
-    per_call_per_s: float
-    per_call_full_set_per_s: float
-    reused_cpu_ms: float  # process CPU per call (includes the loopback server's thread)
-    per_call_cpu_ms: float
-    breakdown_ms: dict[str, float]
-    calls: int
+    reused: Variant
+    per_call: Variant  # AgentsClient + DefaultAzureCredential built per call, closed after
+    per_call_client: Variant  # AgentsClient built per call, the process's credential kept
+    # Reused, with aiohttp's per-request proxy and netrc lookups (the SDKs' default, which
+    # the app turns off when neither is configured).
+    reused_env_lookups: Variant
+    breakdown_ms: dict[str, float]  # wall ms of each part of a per-call client, medians
+    calls: int  # timed calls per variant, all rounds
+    rounds: int
+    tls_version: str
+    resumed_tls_sessions: int
+
+    @property
+    def reused_per_s(self) -> float:
+        return self.reused.calls_per_s
+
+    @property
+    def per_call_per_s(self) -> float:
+        return self.per_call.calls_per_s
 
     @property
     def ratio(self) -> float:
-        return self.reused_per_s / self.per_call_per_s
+        """Reused vs client and credential built per call: the issue's comparison."""
+        return self.reused.calls_per_s / self.per_call.calls_per_s
 
     @property
-    def ratio_full_set(self) -> float:
-        return self.reused_per_s / self.per_call_full_set_per_s
+    def ratio_client_only(self) -> float:
+        """Reused vs a client built per call around the process's credential."""
+        return self.reused.calls_per_s / self.per_call_client.calls_per_s
+
+    @property
+    def env_lookup_cost(self) -> float:
+        """How much faster a reused poll is without aiohttp's per-request env lookups."""
+        return self.reused.calls_per_s / self.reused_env_lookups.calls_per_s
+
+    @property
+    def handshake_ms(self) -> float:
+        """A TCP connect + TLS handshake alone, median wall ms."""
+        return self.breakdown_ms[PART_HANDSHAKE]
+
+    def per_call_overhead_ms(self) -> dict[str, float]:
+        """What a client and credential built per call add to a poll, part by part."""
+        b = self.breakdown_ms
+        connection = "the new TLS connection (first GET on a new client minus a reused GET)"
+        return {
+            "the token request to the identity endpoint": b[PART_IDENTITY_REQUEST],
+            connection: b[PART_FIRST_GET] - b[PART_REUSED_GET],
+            "building the credential and the client": b[PART_BUILD_CREDENTIAL]
+            + b[PART_BUILD_CLIENT],
+            "closing them": b[PART_CLOSE],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClientReuseResult:
+        return cls(
+            reused=Variant(**data["reused"]),
+            per_call=Variant(**data["per_call"]),
+            per_call_client=Variant(**data["per_call_client"]),
+            reused_env_lookups=Variant(**data["reused_env_lookups"]),
+            breakdown_ms={str(k): float(v) for k, v in data["breakdown_ms"].items()},
+            calls=int(data["calls"]),
+            rounds=int(data["rounds"]),
+            tls_version=str(data["tls_version"]),
+            resumed_tls_sessions=int(data["resumed_tls_sessions"]),
+        )
 
 
-def build_agents_client(settings: Settings) -> tuple[AgentsClient, LoopbackCredential]:
-    """The Agents client as `shared.clients._build` makes it for a loopback endpoint."""
-    credential = LoopbackCredential()
-    client = AgentsClient(
-        endpoint=settings.agents_endpoint,
-        credential=credential,
-        per_call_policies=[AllowHttpOnLoopbackPolicy()],
-        **_pipeline_options(settings),
-    )
-    return client, credential
+# ------------------------------------------------------------------ the bench's side
 
 
-async def _timed(calls: int, one: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-    """(calls per second of wall time, CPU ms per call)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(calls):
-        await one()
-    wall_spent, cpu_spent = time.perf_counter() - wall, time.process_time() - cpu
-    return calls / wall_spent, cpu_spent * 1000 / calls
+def measure_client_reuse(*, calls: int = 150, rounds: int = 3) -> ClientReuseResult:
+    """Run the measurement in a fresh process that trusts a new loopback CA; see the module."""
+    with tempfile.TemporaryDirectory(prefix="client-reuse-") as directory:
+        files = LoopbackTls.generate().write(Path(directory))
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(_SCRUBBED_PREFIXES) and k.upper() not in _SCRUBBED
+        }
+        env["SSL_CERT_FILE"] = str(files.ca)
+        command = [
+            sys.executable,
+            "-m",
+            "bench.client_reuse",
+            f"--calls={calls}",
+            f"--rounds={rounds}",
+            f"--cert={files.cert}",
+            f"--key={files.key}",
+        ]
+        done = subprocess.run(  # noqa: S603 (our own interpreter and module)
+            command,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_SECONDS,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"the client reuse measurement failed:\n{done.stderr[-6000:]}")
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"the client reuse measurement printed nothing:\n{done.stderr[-6000:]}")
+    return ClientReuseResult.from_json(json.loads(lines[-1]))
 
 
-async def _measure(thread_id: str, run_id: str, calls: int, rounds: int) -> ClientReuseResult:
-    settings = get_settings()
+# ------------------------------------------------------------------ the services process
 
-    async def check(outcome: dict[str, Any]) -> None:
+
+def _serve(conn: Connection, cert: str, key: str) -> None:
+    """Serve the https Agents service and the identity endpoint until told to stop."""
+    identity = ManagedIdentityEndpoint().start()
+    agents = AgentsService(
+        VirtualClock(),
+        ssl_context=server_context_from_files(Path(cert), Path(key)),
+        accept_token=lambda token: identity.issued(token, RESOURCE),
+    ).start()
+    # Runs stay in progress: every poll is one GET of a live run, as while an agent works.
+    agents.default_script = RunScript(queued_seconds=0, duration_seconds=10 * 24 * 3600)
+    try:
+        # By name, as Azure endpoints are: a new client resolves it (its connector's DNS
+        # cache is new too), a reused one keeps its connection.
+        endpoint = agents.endpoint.replace("://127.0.0.1:", "://localhost:", 1)
+        conn.send({"agents_endpoint": endpoint, "identity": identity.environment()})
+        while (message := conn.recv()) != "stop":
+            if message != "stats":
+                raise ValueError(f"unknown request {message!r}")
+            stats = agents.connection_stats
+            conn.send(
+                {
+                    "connections": stats.connections,
+                    "tls_connections": stats.tls_connections,
+                    "resumed_tls_sessions": stats.resumed_tls_sessions,
+                    "tls_versions": dict(stats.tls_versions),
+                    "token_requests": identity.token_requests,
+                    "refused_token_requests": identity.refused,
+                    "cpu_s": time.process_time(),
+                }
+            )
+    finally:
+        agents.stop()
+        identity.stop()
+
+
+# ------------------------------------------------------------------ the measuring process
+
+
+@dataclass
+class _Window:
+    wall_s: float
+    cpu_s: float
+    service_cpu_s: float
+    connections: int
+    token_requests: int
+
+
+class _Measurement:
+    def __init__(self, conn: Connection, settings: Settings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.holder = SimpleNamespace(agents=None)  # what poll_run gets from get_clients()
+        self.credential = azure_credential(settings)
+        self.client = build_agents_client(settings, self.credential)
+        self.client_env = build_agents_client(
+            replace(settings, http_environment=True), self.credential
+        )
+        self.thread_id = ""
+        self.run_id = ""
+
+    def stats(self) -> dict[str, Any]:
+        self.conn.send("stats")
+        stats: dict[str, Any] = self.conn.recv()
+        return stats
+
+    async def setup(self) -> None:
+        agent = await self.client.create_agent(model="gpt-4o-mini", name="client-reuse")
+        thread = await self.client.threads.create()
+        run = await self.client.runs.create(thread.id, agent_id=agent.id)
+        self.thread_id, self.run_id = thread.id, run.id
+
+    async def _poll(self, client: Any) -> None:
+        self.holder.agents = client
+        outcome = await agents_calls.poll_run(SUBMISSION, self.thread_id, self.run_id)
         if outcome.get("outcome") != "ok":
             raise RuntimeError(f"poll_run failed during the measurement: {outcome}")
 
-    async def reused() -> None:
-        await check(await agents_calls.poll_run(SUBMISSION, thread_id, run_id))
+    async def reused(self) -> None:
+        await self._poll(self.client)
 
-    async def per_call() -> None:
-        client, credential = build_agents_client(settings)
-        holder = SimpleNamespace(agents=client)
-        with mock.patch.object(agents_calls, "get_clients", return_value=holder):
-            outcome = await agents_calls.poll_run(SUBMISSION, thread_id, run_id)
-        await client.close()
-        await credential.close()
-        await check(outcome)
+    async def reused_env_lookups(self) -> None:
+        await self._poll(self.client_env)
 
-    async def per_call_full_set() -> None:
-        await close_clients()
-        await check(await agents_calls.poll_run(SUBMISSION, thread_id, run_id))
+    async def per_call(self) -> None:
+        credential = azure_credential(self.settings)
+        client = build_agents_client(self.settings, credential)
+        try:
+            await self._poll(client)
+        finally:
+            await client.close()
+            await credential.close()
 
-    await reused()  # warm: the cached client exists and its connection is open
-    await per_call()
-    results: dict[str, list[tuple[float, float]]] = {"reused": [], "per_call": [], "full": []}
-    for _ in range(rounds):  # interleaved, so drift in machine load hits all alike
-        results["reused"].append(await _timed(calls, reused))
-        results["per_call"].append(await _timed(calls, per_call))
-        results["full"].append(await _timed(calls, per_call_full_set))
-    await close_clients()
-    get_clients()
+    async def per_call_client(self) -> None:
+        client = build_agents_client(self.settings, self.credential)
+        try:
+            await self._poll(client)
+        finally:
+            await client.close()
 
-    def rate(name: str) -> float:
-        return statistics.median(r[0] for r in results[name])
+    async def window(self, calls: int, one: Callable[[], Awaitable[None]]) -> _Window:
+        before = self.stats()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            await one()
+        wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+        after = self.stats()
+        if after["tls_connections"] != after["connections"]:
+            raise AssertionError("a connection to the Agents service did not use TLS")
+        return _Window(
+            wall_s,
+            cpu_s,
+            after["cpu_s"] - before["cpu_s"],
+            after["connections"] - before["connections"],
+            after["token_requests"] - before["token_requests"],
+        )
 
-    def cpu(name: str) -> float:
-        return statistics.median(r[1] for r in results[name])
+    async def breakdown(self, samples: int) -> dict[str, float]:
+        """Wall ms of each part of a per-call client and credential, medians."""
+        names = [
+            PART_BUILD_CREDENTIAL,
+            PART_IDENTITY_REQUEST,
+            PART_BUILD_CLIENT,
+            PART_FIRST_GET,
+            PART_CLOSE,
+            PART_REUSED_GET,
+            PART_CACHE_HIT,
+            PART_HANDSHAKE,
+        ]
+        parts: dict[str, list[float]] = {name: [] for name in names}
+        host, port = _host_port(self.settings.agents_endpoint)
+        tls = ssl.create_default_context()  # honours SSL_CERT_FILE, like aiohttp's
+        before = self.stats()
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            credential = azure_credential(self.settings)
+            t1 = time.perf_counter()
+            await credential.get_token(SCOPE)
+            t2 = time.perf_counter()
+            client = build_agents_client(self.settings, credential)
+            t3 = time.perf_counter()
+            await client.runs.get(self.thread_id, self.run_id)
+            t4 = time.perf_counter()
+            await client.close()
+            await credential.close()
+            t5 = time.perf_counter()
+            await self.client.runs.get(self.thread_id, self.run_id)
+            t6 = time.perf_counter()
+            await self.credential.get_token(SCOPE)
+            t7 = time.perf_counter()
+            _reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+            t8 = time.perf_counter()
+            writer.close()
+            await writer.wait_closed()
+            spans = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6, t8 - t7)
+            for name, seconds in zip(names, spans, strict=True):
+                parts[name].append(seconds)
+        after = self.stats()
+        tokens = after["token_requests"] - before["token_requests"]
+        connections = after["connections"] - before["connections"]
+        if tokens != samples or connections != samples:
+            raise AssertionError(
+                f"breakdown: {tokens} token requests and {connections} Agents connections "
+                f"for {samples} new credentials and clients"
+            )
+        return {name: statistics.median(values) * 1000 for name, values in parts.items()}
 
-    return ClientReuseResult(
-        reused_per_s=rate("reused"),
-        per_call_per_s=rate("per_call"),
-        per_call_full_set_per_s=rate("full"),
-        reused_cpu_ms=cpu("reused"),
-        per_call_cpu_ms=cpu("per_call"),
-        breakdown_ms=await _breakdown(settings, thread_id, run_id, calls),
-        calls=calls * rounds,
+    async def close(self) -> None:
+        await self.client.close()
+        await self.client_env.close()
+        await self.credential.close()
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    return parts.hostname, parts.port
+
+
+def _check(name: str, windows: list[_Window], calls: int, connections: int, tokens: int) -> None:
+    for w in windows:
+        if (w.connections, w.token_requests) != (connections, tokens):
+            raise AssertionError(
+                f"{name}: {w.connections} new Agents connections and {w.token_requests} token "
+                f"requests in {calls} calls; expected {connections} and {tokens}"
+            )
+
+
+def _variant(windows: list[_Window], calls: int) -> Variant:
+    return Variant(
+        calls_per_s=statistics.median(calls / w.wall_s for w in windows),
+        client_cpu_ms=statistics.median(w.cpu_s * 1000 / calls for w in windows),
+        service_cpu_ms=statistics.median(w.service_cpu_s * 1000 / calls for w in windows),
+        connections=sum(w.connections for w in windows),
+        token_requests=sum(w.token_requests for w in windows),
     )
 
 
-async def _breakdown(
-    settings: Settings, thread_id: str, run_id: str, calls: int
-) -> dict[str, float]:
-    """Wall ms of each part of a per-call client, medians over `calls` samples."""
-    from azure.eventgrid.aio import EventGridPublisherClient
-    from azure.identity.aio import DefaultAzureCredential
-
-    parts: dict[str, list[float]] = {
-        "build AgentsClient": [],
-        "GET on the reused client": [],
-        "first GET on a new client (session + TCP connect + GET)": [],
-        "close a used client": [],
-        "build DefaultAzureCredential (no token request)": [],
-        "build EventGridPublisherClient": [],
+async def _measure(conn: Connection, endpoint: str, calls: int, rounds: int) -> ClientReuseResult:
+    settings = load_settings(
+        {
+            "AZURE_AI_PROJECT_ENDPOINT": endpoint,
+            "EVENTGRID_TOPIC_ENDPOINT": "https://127.0.0.1:9/api/events",  # never called
+        }
+    )
+    m = _Measurement(conn, settings)
+    windows: dict[str, list[_Window]] = {
+        "reused": [],
+        "per_call": [],
+        "per_call_client": [],
+        "reused_env_lookups": [],
     }
-    warm = get_clients().agents
-    for _ in range(calls):
-        started = time.perf_counter()
-        client, credential = build_agents_client(settings)
-        built = time.perf_counter()
-        await warm.runs.get(thread_id, run_id)
-        reused_done = time.perf_counter()
-        await client.runs.get(thread_id, run_id)
-        first_done = time.perf_counter()
-        await client.close()
-        await credential.close()
-        closed = time.perf_counter()
-        parts["build AgentsClient"].append(built - started)
-        parts["GET on the reused client"].append(reused_done - built)
-        parts["first GET on a new client (session + TCP connect + GET)"].append(
-            first_done - reused_done
-        )
-        parts["close a used client"].append(closed - first_done)
-    for _ in range(max(5, calls // 10)):
-        started = time.perf_counter()
-        identity = DefaultAzureCredential()
-        built = time.perf_counter()
-        await identity.close()
-        parts["build DefaultAzureCredential (no token request)"].append(built - started)
-        started = time.perf_counter()
-        publisher = EventGridPublisherClient(settings.eventgrid_endpoint, LoopbackCredential())
-        built = time.perf_counter()
-        await publisher.close()
-        parts["build EventGridPublisherClient"].append(built - started)
-    return {name: statistics.median(values) * 1000 for name, values in parts.items()}
+    with mock.patch.object(agents_calls, "get_clients", return_value=m.holder):
+        await m.setup()
+        # Warm every code path.
+        for one in (m.reused, m.per_call, m.per_call_client, m.reused_env_lookups):
+            await one()
+        for _ in range(rounds):  # interleaved, so drift in machine load hits all alike
+            await m.reused()  # the kept connection is open (keep-alive may have lapsed)
+            windows["reused"].append(await m.window(calls, m.reused))
+            windows["per_call"].append(await m.window(calls, m.per_call))
+            windows["per_call_client"].append(await m.window(calls, m.per_call_client))
+            await m.reused_env_lookups()
+            windows["reused_env_lookups"].append(await m.window(calls, m.reused_env_lookups))
+        _check("reused", windows["reused"], calls, connections=0, tokens=0)
+        _check("reused, env lookups", windows["reused_env_lookups"], calls, 0, 0)
+        _check("per call", windows["per_call"], calls, connections=calls, tokens=calls)
+        _check("per call, credential kept", windows["per_call_client"], calls, calls, 0)
+        breakdown = await m.breakdown(calls)
+    stats = m.stats()
+    await m.close()
+    versions = stats["tls_versions"]
+    return ClientReuseResult(
+        reused=_variant(windows["reused"], calls),
+        per_call=_variant(windows["per_call"], calls),
+        per_call_client=_variant(windows["per_call_client"], calls),
+        reused_env_lookups=_variant(windows["reused_env_lookups"], calls),
+        breakdown_ms=breakdown,
+        calls=calls * rounds,
+        rounds=rounds,
+        tls_version="/".join(sorted(versions)) or "none",
+        resumed_tls_sessions=int(stats["resumed_tls_sessions"]),
+    )
 
 
-def measure_client_reuse(bed: RelayBed, *, calls: int = 150, rounds: int = 3) -> ClientReuseResult:
-    """Measure on `bed`'s worker loop against a run that stays in progress."""
-    bed.agents.default_script = RunScript(queued_seconds=0, duration_seconds=10 * 24 * 3600)
-    with make_sync_client(bed.agents) as admin:
-        thread = admin.threads.create()
-        run = admin.runs.create(thread.id, agent_id=bed.agent_id)
-    result: ClientReuseResult = bed.host.run_on_worker(_measure(thread.id, run.id, calls, rounds))
-    return result
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="(run by measure_client_reuse)")
+    parser.add_argument("--calls", type=int, required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    args = parser.parse_args(argv)
+    if not os.environ.get("SSL_CERT_FILE"):
+        raise SystemExit("SSL_CERT_FILE must name the CA of --cert (measure_client_reuse sets it)")
+    context = multiprocessing.get_context("spawn")
+    conn, child_conn = context.Pipe()
+    services = context.Process(target=_serve, args=(child_conn, args.cert, args.key), daemon=True)
+    services.start()
+    try:
+        if not conn.poll(120):
+            raise RuntimeError("the services process did not start")
+        info = conn.recv()
+        os.environ.update(info["identity"])  # as App Service sets them for the app
+        result = asyncio.run(_measure(conn, info["agents_endpoint"], args.calls, args.rounds))
+        conn.send("stop")
+        services.join(30)
+    finally:
+        if services.is_alive():
+            services.terminate()
+    print(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    main()

@@ -12,19 +12,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.settings import DEFAULT_FAST_PATH_SECONDS, DEFAULT_POLLS_PER_GENERATION
+
 from .baseline_runs import HostBaselineRun, run_baselines_on_host
 from .client_reuse import ClientReuseResult, measure_client_reuse
 from .frontier import (
+    GRID_FAST_PATH,
     GRID_INITIAL,
+    GRID_JITTER,
     GRID_MAX,
     GRID_MULTIPLIER,
     Dominance,
     Point,
+    WindowRow,
     compare,
     evaluate,
     grid,
     neighbourhood,
+    schedule_of,
     sweep,
+    window_sweep,
 )
 from .relay_runs import RelayRun, ShardResult, bench_bed, run_workload
 from .replay import (
@@ -46,6 +53,7 @@ from .schedules import (
     submission_id_for,
     tenacity_available,
     tenacity_detects,
+    to_micros,
 )
 from .targets import TargetCheck, check_exact, check_runs
 from .wallclock import FastPathRun, WallRun, measure_create_and_process, measure_fast_path
@@ -66,14 +74,17 @@ class BenchConfig:
     shards: int = 6
     workers: int = 2  # processes for the virtual-time jobs; 0 runs everything in-process
     replay_durations: tuple[float, ...] = (60.0, 3600.0, 6 * 3600.0)
-    replay_polls_per_generation: int = 50  # the app's default POLLS_PER_GENERATION
+    replay_polls_per_generation: int = DEFAULT_POLLS_PER_GENERATION
     wall_durations: tuple[float, ...] = (3.0, 15.0)
-    fast_path_durations: tuple[float, ...] = (3.0, 15.0)
+    fast_path_durations: tuple[float, ...] = (3.0, 15.0, 60.0)
+    fast_path_windows: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
     client_reuse_calls: int = 150
     client_reuse_rounds: int = 3
     grid_initial: tuple[float, ...] = GRID_INITIAL
     grid_max: tuple[float, ...] = GRID_MAX
     grid_multiplier: tuple[float, ...] = GRID_MULTIPLIER
+    grid_jitter: tuple[float, ...] = GRID_JITTER
+    grid_fast_path: tuple[float, ...] = GRID_FAST_PATH
     exact_seeds: int = 300  # submission ids for the exact all-durations target check
     exact_horizon: float = 6 * 3600.0
 
@@ -95,6 +106,7 @@ QUICK = BenchConfig(
     grid_initial=(1.0, 2.0),
     grid_max=(10.0, 30.0),
     grid_multiplier=(1.5, 2.0),
+    grid_jitter=(0.1,),
     exact_seeds=5,
     exact_horizon=3600.0,
 )
@@ -125,11 +137,20 @@ class ReplayRow:
 @dataclass(frozen=True)
 class FrontierResult:
     family: list[Point]
-    default: Point
+    default: Point  # the app's defaults: DEFAULT_POLICY with the fast path on
+    durable_default: Point  # the same schedule with FAST_PATH_SECONDS=0 (measured for real)
     baselines: list[Point]
     dominance: list[Dominance]
     neighbours: list[Point]  # the default with each parameter 5 % lower/higher
     no_jitter: Point  # the default with POLL_JITTER=0
+
+
+@dataclass(frozen=True)
+class FastPathCheck:
+    """A wall-clock fast-path run of the real app next to the simulator's prediction."""
+
+    run: FastPathRun
+    simulated: Outcome
 
 
 @dataclass
@@ -150,6 +171,9 @@ class Results:
     frontier: FrontierResult
     targets_workload: TargetCheck
     targets_exact: TargetCheck
+    targets_exact_fast_path: TargetCheck
+    fast_path_checks: list[FastPathCheck]
+    fast_path_windows: list[WindowRow]
     with_tenacity: bool
     timings: dict[str, float] = field(default_factory=dict)
     cpu_count: int = 0
@@ -185,8 +209,17 @@ def _wall_job(config: BenchConfig) -> tuple[list[WallRun], list[FastPathRun]]:
     return wall, fast
 
 
-def _frontier_job(config: BenchConfig, runs: list[tuple[float, str]]) -> list[Point]:
-    return sweep(grid(config.grid_initial, config.grid_max, config.grid_multiplier), runs)
+def _frontier_job(
+    config: BenchConfig, runs: list[tuple[float, str]], fast_path: float
+) -> list[Point]:
+    schedules = grid(
+        config.grid_initial,
+        config.grid_max,
+        config.grid_multiplier,
+        config.grid_jitter,
+        (fast_path,),
+    )
+    return sweep(schedules, runs)
 
 
 def _neighbourhood_job(
@@ -196,10 +229,13 @@ def _neighbourhood_job(
     count covers the workload and the exact all-durations check (fewer ids)."""
     no_jitter = replace(DEFAULT_POLICY, jitter=0.0)
     policies = [*neighbourhood(DEFAULT_POLICY), no_jitter]
+    schedules = [schedule_of(p, DEFAULT_FAST_PATH_SECONDS, "neighbour") for p in policies]
     seeds = _exact_seeds(max(1, config.exact_seeds // 5))
     points = []
-    for policy, point in zip(policies, sweep(policies, runs), strict=True):
-        exact = check_exact(seeds, policy, config.exact_horizon)
+    for policy, point in zip(policies, sweep(schedules, runs), strict=True):
+        exact = check_exact(
+            seeds, policy, config.exact_horizon, fast_path_seconds=DEFAULT_FAST_PATH_SECONDS
+        )
         points.append(replace(point, target_misses=point.target_misses + len(exact.violations)))
     return points[:-1], points[-1]
 
@@ -208,8 +244,12 @@ def _exact_seeds(count: int) -> list[str]:
     return [submission_id_for(f"bench-exact-{i}") for i in range(count)]
 
 
-def _exact_job(config: BenchConfig) -> TargetCheck:
-    return check_exact(_exact_seeds(config.exact_seeds), horizon=config.exact_horizon)
+def _exact_job(config: BenchConfig, fast_path: float = 0.0) -> TargetCheck:
+    return check_exact(
+        _exact_seeds(config.exact_seeds),
+        horizon=config.exact_horizon,
+        fast_path_seconds=fast_path,
+    )
 
 
 class _Runner:
@@ -256,6 +296,40 @@ def _check_tenacity(runs: Sequence[WorkloadRun], result: StrategyResult) -> None
         expected = None if outcome.detected_us is None else outcome.detected_us / 1_000_000
         if polls != outcome.polls or detected != expected:
             raise AssertionError(f"tenacity on {run.duration} s: {polls}/{detected} vs {outcome}")
+
+
+# How far a wall-clock stream may overrun its window before the fallback (asyncio timeout,
+# closing the response, the orchestrator's next episode).
+FAST_PATH_SLACK_US = 250_000
+
+
+def _check_fast_path(runs: Sequence[FastPathRun]) -> list[FastPathCheck]:
+    """The simulator's fast path must predict the real app's wall-clock runs.
+
+    Streams run on the wall clock, so the fallback lands a few ms after the window: the
+    detection instant may differ by that much, and the poll count must match unless a
+    simulated check falls within that slack of the run's end.
+    """
+    schedule = RelaySchedule(fast_path_seconds=DEFAULT_FAST_PATH_SECONDS)
+    checks = []
+    for run in runs:
+        simulated = simulate(schedule, run.duration, run.submission_id)
+        checks.append(FastPathCheck(run, simulated))
+        if run.status != "completed":
+            raise AssertionError(f"fast path run {run.duration} s ended {run.status}")
+        end_us = to_micros(run.duration)
+        near = False
+        for at in schedule.poll_offsets(run.submission_id):
+            if at >= end_us + FAST_PATH_SLACK_US:
+                break
+            near = near or abs(at - end_us) < FAST_PATH_SLACK_US
+        detected = simulated.detected_us or 0
+        if not near and (
+            run.polls != simulated.polls
+            or (run.polls and abs(run.detected_us - detected) > FAST_PATH_SLACK_US)
+        ):
+            raise AssertionError(f"fast path run {run} vs simulated {simulated}")
+    return checks
 
 
 def _check_host_baselines(results: Sequence[HostBaselineRun]) -> None:
@@ -311,17 +385,22 @@ def run(config: BenchConfig = BenchConfig(), log: Callable[[str], None] = print)
         )
         host_future = runner.submit(run_baselines_on_host, _host_cases(config, base))
         pairs = [(r.duration, s) for r, s in zip(runs, seeds, strict=True)]
-        frontier_future = runner.submit(_frontier_job, config, pairs)
+        frontier_futures = [
+            runner.submit(_frontier_job, config, pairs, fast_path)
+            for fast_path in config.grid_fast_path
+        ]
         neighbourhood_future = runner.submit(_neighbourhood_job, config, pairs)
         exact_future = runner.submit(_exact_job, config)
+        exact_fast_future = runner.submit(_exact_job, config, DEFAULT_FAST_PATH_SECONDS)
 
         shards: list[ShardResult] = [f.result() for f in shard_futures]
         timings["workload (real orchestrator)"] = time.perf_counter() - started
         log(f"bench: workload done after {timings['workload (real orchestrator)']:.0f} s")
         host_runs = host_future.result()
-        family = frontier_future.result()
+        family = [point for future in frontier_futures for point in future.result()]
         neighbours, no_jitter = neighbourhood_future.result()
         exact = exact_future.result()
+        exact_fast = exact_fast_future.result()
         can_contexts = can_future.result()
         no_can_contexts = no_can_future.result()
         timings["virtual-time jobs"] = time.perf_counter() - started
@@ -358,11 +437,23 @@ def run(config: BenchConfig = BenchConfig(), log: Callable[[str], None] = print)
         f"{len(runs)} workload runs (real orchestrator)",
         ((m.duration, m.submission_id, m.polls, m.delay) for m in measured),
     )
-    default_point = evaluate(ours_strategy, pairs)
+    durable_point = evaluate(ours_strategy, pairs)
+    default_point = evaluate(
+        RelaySchedule(
+            DEFAULT_POLICY,
+            key="ours-default",
+            label=f"ours, defaults ({DEFAULT_FAST_PATH_SECONDS:g} s fast path, 2 s, x1.5, "
+            "cap 30 s)",
+            fast_path_seconds=DEFAULT_FAST_PATH_SECONDS,
+        ),
+        pairs,
+    )
     baseline_points = [evaluate(s, pairs) for s in base]
+    fast_path_checks = _check_fast_path(fast_path)
     frontier = FrontierResult(
         family=family,
         default=default_point,
+        durable_default=durable_point,
         baselines=baseline_points,
         dominance=[compare(default_point, b, family) for b in baseline_points],
         neighbours=neighbours,
@@ -371,10 +462,11 @@ def run(config: BenchConfig = BenchConfig(), log: Callable[[str], None] = print)
 
     log("bench: measuring client reuse and replay cost")
     phase = time.perf_counter()
+    # In its own processes (https Agents service + managed identity endpoint on loopback).
+    client_reuse = measure_client_reuse(
+        calls=config.client_reuse_calls, rounds=config.client_reuse_rounds
+    )
     with bench_bed() as bed:
-        client_reuse = measure_client_reuse(
-            bed, calls=config.client_reuse_calls, rounds=config.client_reuse_rounds
-        )
         function = bed.host.functions["agent_run_orchestrator"]
         replay = [
             _replay_row(function, c, continue_as_new)
@@ -400,6 +492,9 @@ def run(config: BenchConfig = BenchConfig(), log: Callable[[str], None] = print)
         frontier=frontier,
         targets_workload=targets_workload,
         targets_exact=exact,
+        targets_exact_fast_path=exact_fast,
+        fast_path_checks=fast_path_checks,
+        fast_path_windows=window_sweep(DEFAULT_POLICY, config.fast_path_windows, pairs),
         with_tenacity=with_tenacity,
         timings=timings,
         cpu_count=os.cpu_count() or 0,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from shared.settings import DEFAULT_FAST_PATH_SECONDS
+
 from .main import Results
 from .schedules import RelaySchedule, Strategy, baselines, simulate
 from .targets import delay_limit, polls_limit
@@ -46,6 +48,25 @@ def plot_main(results: Results, path: Path) -> None:
             ax_delay.text(
                 min(lost) * 1.1, 150, f"{strategy.key}: gives up", color=color, fontsize=8
             )
+    fast = RelaySchedule(fast_path_seconds=DEFAULT_FAST_PATH_SECONDS)
+    fast_label = f"ours with the default {DEFAULT_FAST_PATH_SECONDS:g} s fast path"
+    fast_outcomes = [(d, simulate(fast, d, seed)) for d in durations]
+    shown = [(d, o.polls) for d, o in fast_outcomes if o.polls > 0]
+    ax_polls.plot(
+        [d for d, _ in shown],
+        [p for _, p in shown],
+        color=COLORS["ours"],
+        linestyle=":",
+        label=fast_label + f" (0 polls up to {DEFAULT_FAST_PATH_SECONDS:g} s)",
+    )
+    ax_delay.plot(
+        [d for d, _ in fast_outcomes],
+        [max(o.delay(d) or 0.0, 1e-3) for d, o in fast_outcomes],
+        color=COLORS["ours"],
+        linestyle=":",
+        linewidth=1,
+        label=fast_label,
+    )
     measured = results.measured
     ax_polls.scatter(
         [m.duration for m in measured],
@@ -121,15 +142,20 @@ def plot_frontier(results: Results, path: Path) -> None:
         (axes[0], "worst_delay", "Mean polls per run vs worst delay"),
         (axes[1], "mean_delay", "Mean polls per run vs mean delay"),
     ):
-        for feasible, color, label in (
-            (False, "#bbbbbb", "our family (grid)"),
-            (True, "#6baed6", "our family, meets the targets"),
+        for feasible, fast, color, marker, label in (
+            (False, False, "#cccccc", "o", "our family, no fast path"),
+            (False, True, "#aaaaaa", "^", "our family, fast path"),
+            (True, False, "#9ecae1", "o", "our family, no fast path, meets the targets"),
+            (True, True, "#3182bd", "^", "our family, fast path, meets the targets"),
         ):
-            chosen = [p for p in fr.family if p.meets_targets is feasible]
+            chosen = [
+                p for p in fr.family if p.meets_targets is feasible and bool(p.fast_path) is fast
+            ]
             ax.scatter(
                 [getattr(p, attr) for p in chosen],
                 [p.mean_polls for p in chosen],
-                s=12,
+                s=10,
+                marker=marker,
                 color=color,
                 alpha=0.8,
                 label=label,
@@ -137,13 +163,37 @@ def plot_frontier(results: Results, path: Path) -> None:
         ax.scatter(
             [getattr(fr.default, attr)],
             [fr.default.mean_polls],
-            s=160,
+            s=170,
             marker="*",
             color=COLORS["ours"],
             edgecolor="black",
-            zorder=4,
+            zorder=5,
             label=fr.default.label + " — default",
         )
+        ax.scatter(
+            [getattr(fr.durable_default, attr)],
+            [fr.durable_default.mean_polls],
+            s=120,
+            marker="*",
+            facecolor="white",
+            edgecolor=COLORS["ours"],
+            zorder=5,
+            label="the same without the fast path",
+        )
+        for dom in fr.dominance:
+            best = dom.fewer_polls_at_delay
+            if best is not None and dom.dominating:
+                ax.scatter(
+                    [getattr(best, attr)],
+                    [best.mean_polls],
+                    s=60,
+                    marker="D",
+                    facecolor="none",
+                    edgecolor=COLORS.get(dom.baseline.key, "black"),
+                    linewidths=1.5,
+                    zorder=4,
+                    label=f"ours, fewest polls at the delay of {dom.baseline.label}",
+                )
         for point in fr.baselines:
             x = getattr(point, attr)
             gave_up = math.isinf(x)

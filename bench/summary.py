@@ -42,9 +42,10 @@ def summary(results: Results) -> str:
     if results.client_reuse is not None:
         cr = results.client_reuse
         lines.append(
-            f"poll_run throughput: reused {cr.reused_per_s:.0f}/s, per-call client "
-            f"{cr.per_call_per_s:.0f}/s ({cr.ratio:.2f}x), whole set per call "
-            f"{cr.per_call_full_set_per_s:.0f}/s ({cr.ratio_full_set:.2f}x)"
+            f"poll_run throughput (https + managed identity): reused {cr.reused_per_s:.0f}/s, "
+            f"client + credential per call {cr.per_call_per_s:.0f}/s ({cr.ratio:.2f}x), "
+            f"client per call {cr.per_call_client.calls_per_s:.0f}/s "
+            f"({cr.ratio_client_only:.2f}x)"
         )
     for w in results.wall:
         lines.append(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared.settings import DEFAULT_FAST_PATH_SECONDS
 from tests.testbed.agents_service import AgentsService, RunScript, make_sync_client
 from tests.testbed.clock import WallClock
 
@@ -36,6 +37,8 @@ class FastPathRun:
     polls: int
     delay: float
     status: str
+    submission_id: str
+    detected_us: int  # the last GET, us after the run's creation (0: no GET)
 
 
 def _seconds(later: datetime, earlier: datetime) -> float:
@@ -86,7 +89,7 @@ def measure_create_and_process(durations: Sequence[float]) -> list[WallRun]:
 
 
 def measure_fast_path(
-    durations: Sequence[float], window_seconds: float = 10.0
+    durations: Sequence[float], window_seconds: float = DEFAULT_FAST_PATH_SECONDS
 ) -> list[FastPathRun]:
     """Our app with the fast path on (the default window), on the test bed.
 
@@ -101,4 +104,7 @@ def measure_fast_path(
             submission_id = submit(bed, run)
             bed.host.run_until_complete(submission_id, max_steps=1_000_000)
             measured.append(collect(bed, run, submission_id))
-    return [FastPathRun(m.duration, m.polls, m.delay, m.status) for m in measured]
+    return [
+        FastPathRun(m.duration, m.polls, m.delay, m.status, m.submission_id, m.detected_us)
+        for m in measured
+    ]

@@ -28,6 +28,8 @@ def _pipeline_options(settings: Settings) -> dict[str, Any]:
         **SDK_RETRY_OPTIONS,
         "connection_timeout": min(10.0, settings.read_timeout_seconds),
         "read_timeout": settings.read_timeout_seconds,
+        # Proxies and netrc from the environment only when configured (see settings.py).
+        "use_env_settings": settings.http_environment,
     }
 
 
@@ -41,25 +43,35 @@ class ProcessClients:
 _clients: dict[int, tuple[asyncio.AbstractEventLoop, ProcessClients]] = {}
 
 
-def _token_credential(settings: Settings, loopback: bool) -> Any:
-    if loopback:
-        return LoopbackCredential()
+def azure_credential(settings: Settings) -> DefaultAzureCredential:
+    """The credential for real endpoints: managed identity in Azure, dev logins elsewhere."""
     # AZURE_CLIENT_ID selects a user-assigned managed identity (DefaultAzureCredential reads
     # it too; passing it explicitly documents the intent).
     return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+
+
+def _token_credential(settings: Settings, loopback: bool) -> Any:
+    if loopback:
+        return LoopbackCredential()
+    return azure_credential(settings)
+
+
+def build_agents_client(settings: Settings, credential: Any) -> AgentsClient:
+    """The Agents client for `settings.agents_endpoint`, authenticating with `credential`."""
+    agents_policies = [AllowHttpOnLoopbackPolicy()] if settings.agents_is_loopback else []
+    return AgentsClient(
+        endpoint=settings.agents_endpoint,
+        credential=credential,
+        per_call_policies=agents_policies,
+        **_pipeline_options(settings),
+    )
 
 
 def _build(settings: Settings) -> ProcessClients:
     credentials: list[Any] = []
     agents_credential = _token_credential(settings, settings.agents_is_loopback)
     credentials.append(agents_credential)
-    agents_policies = [AllowHttpOnLoopbackPolicy()] if settings.agents_is_loopback else []
-    agents = AgentsClient(
-        endpoint=settings.agents_endpoint,
-        credential=agents_credential,
-        per_call_policies=agents_policies,
-        **_pipeline_options(settings),
-    )
+    agents = build_agents_client(settings, agents_credential)
     publisher_credential: Any
     if settings.eventgrid_key:
         publisher_credential = AzureKeyCredential(settings.eventgrid_key)

@@ -33,6 +33,7 @@ TINY = BenchConfig(
     grid_initial=(1.0, 2.0),
     grid_max=(30.0,),
     grid_multiplier=(1.5, 2.0),
+    grid_jitter=(0.0, 0.1),
     exact_seeds=3,
     exact_horizon=1800.0,
 )
@@ -46,6 +47,7 @@ def results() -> Results:
 def test_our_default_meets_the_targets_on_the_tiny_workload(results: Results) -> None:
     assert results.targets_workload.met, results.targets_workload.violations
     assert results.targets_exact.met, results.targets_exact.violations
+    assert results.targets_exact_fast_path.met, results.targets_exact_fast_path.violations
     assert len(results.measured) == len(results.runs) == 6
     ours = RelaySchedule()
     for one, measured, seed in zip(results.runs, results.measured, results.seeds, strict=True):
@@ -70,14 +72,36 @@ def test_every_strategy_is_measured_on_every_run(results: Results) -> None:
     assert all(r.history_events == r.analytic_history for r in results.host_baselines)
 
 
+def test_the_frontier_compares_the_family_with_every_baseline(results: Results) -> None:
+    fr = results.frontier
+    assert [d.baseline.key for d in fr.dominance] == [b.key for b in fr.baselines]
+    assert {p.fast_path for p in fr.family} == {0.0, 10.0}
+    # The fast path only removes polls from the same schedule.
+    assert fr.default.mean_polls < fr.durable_default.mean_polls
+    for dom in fr.dominance:
+        base = dom.baseline
+        for point in dom.dominating:
+            assert point.mean_polls <= base.mean_polls + 1e-9
+            assert point.worst_delay <= base.worst_delay + 1e-9
+            assert point.mean_delay <= base.mean_delay + 1e-9
+        if dom.fewer_polls_at_delay is not None:
+            assert dom.fewer_polls_at_delay.worst_delay <= base.worst_delay + 1e-9
+
+
 def test_continue_as_new_bounds_the_replayed_history(results: Results) -> None:
     by = {(r.continue_as_new, r.duration): r for r in results.replay}
     assert by[(True, 300.0)].generations > 1
     assert by[(False, 300.0)].generations == 1
     assert by[(True, 300.0)].peak_events < by[(False, 300.0)].end_events
     assert all(r.end.median_ms > 0 for r in results.replay)
-    assert results.client_reuse is not None
-    assert results.client_reuse.reused_per_s > 0
+    reuse = results.client_reuse
+    assert reuse is not None
+    assert reuse.reused_per_s > 0
+    # Counted by the services (and asserted inside the bench): one TLS connection and one
+    # token request per per-call client and credential, none for the reused client.
+    assert (reuse.reused.connections, reuse.reused.token_requests) == (0, 0)
+    assert (reuse.per_call.connections, reuse.per_call.token_requests) == (5, 5)
+    assert reuse.tls_version.startswith("TLS")
 
 
 def test_the_report_has_every_section_and_row(results: Results) -> None:

@@ -72,3 +72,48 @@ def test_the_app_refuses_to_start_with_a_bad_setting() -> None:
     )
     assert result.returncode != 0
     assert "EVENTGRID_TOPIC_ENDPOINT" in result.stderr
+
+
+def test_proxy_and_netrc_lookups_only_when_configured(tmp_path: Path) -> None:
+    home = {"HOME": str(tmp_path)}
+    assert not load_settings({**BASE, **home}).http_environment
+    assert load_settings({**BASE, **home, "HTTPS_PROXY": "http://proxy:3128"}).http_environment
+    assert load_settings({**BASE, **home, "http_proxy": "http://proxy:3128"}).http_environment
+    (tmp_path / ".netrc").write_text("machine example.com login a password b\n")
+    assert load_settings({**BASE, **home}).http_environment
+
+
+def test_a_configured_proxy_carries_the_agents_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from shared.clients import build_agents_client
+    from shared.loopback import LoopbackCredential
+    from tests.testbed.server_thread import ServerThread
+
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(str(request.url))  # a forward proxy gets the target's absolute URL
+        return web.Response(status=502)
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_route("*", "/{tail:.*}", proxy)
+        return application
+
+    async def get_run(settings_env: dict[str, str]) -> None:
+        client = build_agents_client(load_settings(settings_env), LoopbackCredential())
+        async with client:
+            with pytest.raises(Exception):  # noqa: B017, PT011 (the proxy answers 502)
+                await client.runs.get("thread_1", "run_1")
+
+    agents = "http://127.0.0.1:9/api/projects/p"  # nothing listens there
+    env = {**BASE, "AZURE_AI_PROJECT_ENDPOINT": agents}
+    with ServerThread(app) as server:
+        monkeypatch.setenv("HTTP_PROXY", server.base_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        asyncio.run(get_run({**env, "HTTP_PROXY": server.base_url}))
+        assert [url for url in seen if "/threads/thread_1/runs/run_1" in url]

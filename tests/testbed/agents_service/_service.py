@@ -8,16 +8,16 @@ import copy
 import json
 import random
 import re
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from tests.testbed.server_thread import ServerThread
+from tests.testbed.server_thread import ConnectionStats, ServerThread, StartStop
 
 from ._models import FINAL_STATUSES, JSON, Clock, FaultRule, RecordedRequest, RunScript
 from ._store import ApiError, Call, Store, bad_request
@@ -126,10 +126,23 @@ class _Pending:
     fault: FaultRule | None
 
 
-class AgentsService:
-    """Azure AI Agents v1 REST protocol on loopback, driven by a (virtual) clock."""
+class AgentsService(StartStop):
+    """Azure AI Agents v1 REST protocol on loopback, driven by a (virtual) clock.
 
-    def __init__(self, clock: Clock, *, seed: int = 0, port: int = 0) -> None:
+    Plain http unless `ssl_context` is given (then `endpoint` is https). Any non-empty bearer
+    token is accepted unless `accept_token` is given: then only tokens it approves (e.g. the
+    loopback managed identity endpoint's `issued`) are, others get a 401.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        seed: int = 0,
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        accept_token: Callable[[str], bool] | None = None,
+    ) -> None:
         self.clock = clock
         self.default_script = RunScript()
         self.scripts_by_agent: dict[str, RunScript] = {}
@@ -143,6 +156,8 @@ class AgentsService:
         self._store = Store(random.Random(f"ids:{seed}"), self._choose_script)
         self._lock = threading.RLock()
         self._port = port
+        self._ssl_context = ssl_context
+        self._accept_token = accept_token
         self._server: ServerThread | None = None
         # Requests held by "timeout" faults, released early when the service stops.
         self._release: asyncio.Event | None = None
@@ -155,7 +170,9 @@ class AgentsService:
 
     def start(self) -> AgentsService:
         if self._server is None:
-            self._server = ServerThread(self._app, port=self._port).start()
+            self._server = ServerThread(
+                self._app, port=self._port, ssl_context=self._ssl_context
+            ).start()
         return self
 
     def stop(self) -> None:
@@ -180,22 +197,18 @@ class AgentsService:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._release.wait(), seconds)
 
-    def __enter__(self) -> AgentsService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     @property
     def endpoint(self) -> str:
         if self._server is None:
             raise RuntimeError("the service is not started")
         return self._server.base_url + PROJECT_PATH
+
+    @property
+    def connection_stats(self) -> ConnectionStats:
+        """Connections (and TLS handshakes) that carried requests so far."""
+        if self._server is None:
+            raise RuntimeError("the service is not started")
+        return self._server.stats.snapshot()
 
     # ------------------------------------------------------------------ test helpers
 
@@ -384,6 +397,12 @@ class AgentsService:
                 if not bearer:
                     raise ApiError(
                         401, "unauthorized", "Access denied: a bearer token is required."
+                    )
+                if self._accept_token is not None and not self._accept_token(auth[7:].strip()):
+                    raise ApiError(
+                        401,
+                        "unauthorized",
+                        "Access token is missing, invalid, audience is incorrect, or have expired.",
                     )
                 if request.query.get("api-version") != API_VERSION:
                     raise bad_request(
