@@ -68,26 +68,20 @@ def plot_main(results: Results, path: Path) -> None:
         label=fast_label,
     )
     measured = results.measured
-    ax_polls.scatter(
-        [m.duration for m in measured],
-        [m.polls for m in measured],
-        s=9,
-        color=COLORS["ours"],
-        edgecolor="black",
-        linewidth=0.3,
-        zorder=3,
-        label="ours, measured (real orchestrator)",
-    )
-    ax_delay.scatter(
-        [m.duration for m in measured],
-        [max(m.delay, 1e-3) for m in measured],
-        s=9,
-        color=COLORS["ours"],
-        edgecolor="black",
-        linewidth=0.3,
-        zorder=3,
-        label="ours, measured",
-    )
+    for ax, values, label in (
+        (ax_polls, [m.polls for m in measured], "ours, measured (real orchestrator)"),
+        (ax_delay, [max(m.delay, 1e-3) for m in measured], "ours, measured"),
+    ):
+        ax.scatter(
+            [m.duration for m in measured],
+            values,
+            s=9,
+            color=COLORS["ours"],
+            edgecolor="black",
+            linewidth=0.3,
+            zorder=3,
+            label=label,
+        )
     ax_polls.plot(
         durations, [polls_limit(d) for d in durations], "k--", linewidth=1, label="target: D/25 + 8"
     )

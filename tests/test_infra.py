@@ -20,6 +20,8 @@ from typing import Any, cast
 
 import pytest
 
+from tests.processes import run_captured
+
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 MAIN_BICEP = INFRA / "main.bicep"
@@ -73,9 +75,7 @@ json.dump(out, sys.stdout, default=str)
 
 
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return run_captured(args, timeout=timeout)
 
 
 def _as_dict(value: object) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import gzip
 import json
 import logging
 import os
-import subprocess
 import sys
 import textwrap
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.processes import run_captured
 from tests.relay_bed import relay_bed
 from tests.testbed.agents_service import FaultRule, RunScript
 from tests.testbed.server_thread import ServerThread
@@ -141,14 +141,8 @@ def test_relay_logs_reach_application_insights_with_custom_dimensions() -> None:
             "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "otel",
             "PYTHONPATH": str(ROOT),
         }
-        result = subprocess.run(
-            [sys.executable, "-c", EXPORT_SCRIPT, str(server.port)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        result = run_captured(
+            [sys.executable, "-c", EXPORT_SCRIPT, str(server.port)], env=env, timeout=120
         )
         assert result.returncode == 0, result.stderr
     messages = [

@@ -22,6 +22,7 @@ from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
 from shared.clients import close_clients
 from shared.runtime import reset_worker_state
+from tests.processes import run_captured
 from tests.testbed.azurite import AzuriteTables
 from tests.testbed.clock import VirtualClock
 from tests.testbed.functions_host import EmulatedHost
@@ -46,7 +47,7 @@ def port_open(port: int) -> bool:
 
 def make(target: str, **variables: str) -> subprocess.CompletedProcess[str]:
     args = ["make", "--no-print-directory", target, *(f"{k}={v}" for k, v in variables.items())]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    return run_captured(args, timeout=120)
 
 
 class OfflineProcess:

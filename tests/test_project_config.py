@@ -7,11 +7,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import jsonschema
 import pytest
+
+from tests.processes import run_captured
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT.parent / "shared" / "specs"
@@ -51,15 +52,7 @@ def test_every_setting_the_app_reads_is_in_the_sample() -> None:
 @pytest.mark.skipif(shutil.which("func") is not None, reason="Core Tools are installed here")
 def test_make_start_says_how_to_install_core_tools() -> None:
     env = dict(os.environ)
-    result = subprocess.run(
-        ["make", "--no-print-directory", "start"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_captured(["make", "--no-print-directory", "start"], env=env, timeout=120)
     assert result.returncode != 0
     assert "Core Tools" in result.stderr
     assert "npm install -g azure-functions-core-tools@4" in result.stderr

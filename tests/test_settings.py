@@ -1,13 +1,13 @@
 """Settings are validated once, with errors naming the setting; http only for loopback."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from shared.settings import SettingsError, load_settings
+from tests.processes import run_captured
 
 BASE = {
     "AZURE_AI_PROJECT_ENDPOINT": "https://x.services.ai.azure.com/api/projects/p",
@@ -58,18 +58,9 @@ def test_the_key_never_shows_in_repr() -> None:
 
 
 def test_the_app_refuses_to_start_with_a_bad_setting() -> None:
-    root = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_AI", "EVENTGRID"))}
     env.update(BASE, EVENTGRID_TOPIC_ENDPOINT="http://eventgrid.example.com/api/events")
-    result = subprocess.run(
-        [sys.executable, "-c", "import function_app"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_captured([sys.executable, "-c", "import function_app"], env=env, timeout=60)
     assert result.returncode != 0
     assert "EVENTGRID_TOPIC_ENDPOINT" in result.stderr
 

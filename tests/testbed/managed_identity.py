@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tests.testbed.server_thread import ServerThread, StartStop
+from tests.testbed.lifecycle import StartStop
+from tests.testbed.server_thread import ServerThread
 
 API_VERSION = "2019-08-01"
 TOKEN_PATH = "/msi/token"

@@ -16,10 +16,11 @@ import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
+
+from tests.testbed.lifecycle import StartStop
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ class ConnectionStats:
         )
 
 
-class ServerThread:
+class ServerThread(StartStop):
     """Serves `app_factory()` on 127.0.0.1 (an ephemeral port unless one is given)."""
 
     def __init__(
@@ -119,30 +120,3 @@ class ServerThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class StartStop:
-    """`with service:` for the loopback services: `start()` on entry, `stop()` on exit."""
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

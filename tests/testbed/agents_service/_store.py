@@ -369,25 +369,15 @@ class Store:
             self._enter(run, "requires_action", at)
             run.expires_at = _after(at, run.script.tool_outputs_expire_seconds)
             run.tool_calls = [self._tool_call(call) for call in run.script.requires_action or ()]
-            run.steps.append(
-                _Step(
-                    id=self.new_id("step"),
-                    type="tool_calls",
-                    created_at=at,
-                    status="in_progress",
-                    details={
-                        "type": "tool_calls",
-                        "tool_calls": [
-                            {
-                                "id": call["id"],
-                                "type": "function",
-                                "function": {**call["function"], "output": None},
-                            }
-                            for call in run.tool_calls
-                        ],
-                    },
-                )
-            )
+            calls = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {**call["function"], "output": None},
+                }
+                for call in run.tool_calls
+            ]
+            self._add_step(run, "tool_calls", at, "in_progress", calls)
         elif transition == "expire":
             self._enter(run, "expired", at)
             run.tool_calls = None
@@ -433,20 +423,22 @@ class Store:
         )
         message["completed_at"] = ts(at)
         thread.messages.append(message)
-        run.steps.append(
-            _Step(
-                id=self.new_id("step"),
-                type="message_creation",
-                created_at=at,
-                status="completed",
-                details={
-                    "type": "message_creation",
-                    "message_creation": {"message_id": message["id"]},
-                },
-                completed_at=at,
-                usage=run.usage,
-            )
+        step = self._add_step(
+            run, "message_creation", at, "completed", {"message_id": message["id"]}
         )
+        step.completed_at, step.usage = at, run.usage
+
+    def _add_step(self, run: _Run, kind: str, at: datetime, status: str, detail: Any) -> _Step:
+        """A run step of `kind`, its details under the key of the same name (as on the wire)."""
+        step = _Step(
+            id=self.new_id("step"),
+            type=kind,
+            created_at=at,
+            status=status,
+            details={"type": kind, kind: detail},
+        )
+        run.steps.append(step)
+        return step
 
     @staticmethod
     def _close_open_steps(run: _Run, status: str, at: datetime) -> None:

@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -25,6 +24,7 @@ import azure.functions as func
 from aiohttp import web
 
 from ..clock import VirtualClock
+from ..lifecycle import StartStop
 from ..server_thread import ServerThread
 from .durable_engine import (
     ApiError,
@@ -69,7 +69,7 @@ def _find_host_json(host_json: str | Path) -> Path:
     raise FileNotFoundError(f"host.json not found: {host_json} (the Functions host requires one)")
 
 
-class EmulatedHost:
+class EmulatedHost(StartStop):
     """See tests/README.md, section "Emulated Functions host"."""
 
     def __init__(
@@ -202,8 +202,11 @@ class EmulatedHost:
             raise
         return self
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self._shutdown()
+
+    def close(self) -> None:
+        self.stop()
 
     def _shutdown(self) -> None:
         global _open_host
@@ -222,17 +225,6 @@ class EmulatedHost:
             self._restore_env()
             if _open_host is self:
                 _open_host = None
-
-    def __enter__(self) -> EmulatedHost:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _apply_env(self) -> None:
         for key, value in self._env.items():
