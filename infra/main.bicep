@@ -102,7 +102,6 @@ var eventTypeCompleted = 'AgentRunCompleted'
 var topicInputSchema = eventSchema == 'cloudevents' ? 'CloudEventSchemaV1_0' : 'EventGridSchema'
 
 // Built-in role definition ids (the same GUID in every subscription).
-var roleStorageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
 var roleStorageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
 var roleStorageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
 var roleStorageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
@@ -110,11 +109,28 @@ var roleEventGridDataSender = 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGri
 var roleMonitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
 var roleAzureAiUser = '53ca6127-db72-4b80-b1b0-d745d6d5456d' // Azure AI User
 
-// What the Functions host and the Durable Functions Azure Storage provider need with an
-// identity-based AzureWebJobsStorage: blobs (leases, deployment package), queues (control
-// and work-item queues), tables (history and instances).
+// Least privilege for the identity-based AzureWebJobsStorage of a Durable Functions app: the
+// Durable Azure Storage provider needs Storage Blob Data Contributor (leases, large messages),
+// Storage Queue Data Contributor (control and work-item queues) and Storage Table Data
+// Contributor (history and instances): "Connecting to host storage with an identity",
+// Durable Functions row,
+// https://learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity
+// and https://learn.microsoft.com/azure/azure-functions/durable/durable-functions-configure-managed-identity
+// Table Data Contributor also lets the host persist its diagnostic events (same page).
+// No Storage Blob Data Owner: the same page lists it for the host alone (coordination blobs,
+// key store), but what the host does there (read/write blobs, leases, metadata, create
+// containers) is all within Blob Data Contributor; Owner adds blob ACL/ownership, index tags
+// and immutability operations, which those uses do not call.
+// The Flex Consumption deployment container (functionAppConfig.deployment, read and written
+// with the same identity; https://learn.microsoft.com/azure/azure-functions/functions-infrastructure-as-code?pivots=flex-consumption-plan#deployment-sources)
+// is covered by this account-scope Blob Data Contributor too: a deployment reads and writes
+// block blobs in a container that already exists. No Flex page states a minimum role for it;
+// Microsoft's Flex samples with a user-assigned identity (the Azure CLI script
+// create-function-app-flex-plan-identities and the quickstart template
+// function-app-flex-managed-identities) grant Storage Blob Data Owner, as a superset.
+// Not verifiable offline: check with `azd up` (host start and package deploy).
 var hostStorageRoles = [
-  roleStorageBlobDataOwner
+  roleStorageBlobDataContributor
   roleStorageQueueDataContributor
   roleStorageTableDataContributor
 ]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from azure.ai.agents.aio import AgentsClient
@@ -27,8 +28,9 @@ logger = logging.getLogger("agent_run_relay.agents")
 
 # How far back the start activity looks for a thread or run it may have created already.
 LOOKBACK_THREADS = 100
-LOOKBACK_RUNS = 20
-LOOKBACK_MESSAGES = 100
+LIST_PAGE_SIZE = 100
+# Thread metadata naming the caller a relay-created thread belongs to.
+CALLER_METADATA_KEY = "relay_caller"
 
 
 def _failed(action: str, exc: BaseException) -> dict[str, Any]:
@@ -71,24 +73,61 @@ async def _find_thread(
     return None
 
 
+async def _paged_back(pager: Any, not_before: float | None) -> AsyncIterator[dict[str, Any]]:
+    """Items of a newest-first list, page after page, until one is older than `not_before`.
+
+    Every page is read (not only the first): a busy thread may hold more runs or messages
+    made since the submission than one page shows.
+    """
+    async for item in pager:
+        wire: dict[str, Any] = item.as_dict()
+        created = wire.get("created_at")
+        if not_before is not None and isinstance(created, int | float) and created < not_before:
+            return
+        yield wire
+
+
 async def _find_run(
-    client: AgentsClient, thread_id: str, submission_id: str
+    client: AgentsClient, thread_id: str, submission_id: str, not_before: float | None = None
 ) -> dict[str, Any] | None:
-    runs = await _first_page(client.runs.list(thread_id, limit=LOOKBACK_RUNS, order="desc"))
-    return next((r for r in runs if _ours(r, submission_id)), None)
+    """The run a start attempt created on this thread, however many runs the thread has."""
+    runs = client.runs.list(thread_id, limit=LIST_PAGE_SIZE, order="desc")
+    async for run in _paged_back(runs, not_before):
+        if _ours(run, submission_id):
+            return run
+    return None
 
 
 async def _add_missing_messages(
-    client: AgentsClient, thread_id: str, submission: Submission, marker: dict[str, str]
+    client: AgentsClient,
+    thread_id: str,
+    submission: Submission,
+    marker: dict[str, str],
+    not_before: float | None,
 ) -> None:
-    existing = await _first_page(
-        client.messages.list(thread_id, limit=LOOKBACK_MESSAGES, order="desc")
-    )
-    already = sum(1 for m in existing if _ours(m, marker[RESERVED_METADATA_KEY]))
+    messages = client.messages.list(thread_id, limit=LIST_PAGE_SIZE, order="desc")
+    already = 0
+    async for message in _paged_back(messages, not_before):
+        already += _ours(message, marker[RESERVED_METADATA_KEY])
     for message in submission.messages[already:]:
         await client.messages.create(
             thread_id, role=message["role"], content=message["content"], metadata=marker
         )
+
+
+class ThreadNotAllowedError(Exception):
+    """A caller named a thread the relay created for another caller."""
+
+
+async def _check_thread_owner(client: AgentsClient, thread_id: str, caller: str | None) -> None:
+    """Refuse a thread the relay created for another caller (`relay_caller` metadata).
+
+    Threads the relay did not create are the deployment's to allow (ALLOW_CALLER_THREADS).
+    """
+    thread = (await client.threads.get(thread_id)).as_dict()
+    owner = (thread.get("metadata") or {}).get(CALLER_METADATA_KEY)
+    if owner is not None and owner != (caller or ""):
+        raise ThreadNotAllowedError(thread_id)
 
 
 async def _output_text(client: AgentsClient, snapshot: dict[str, Any]) -> str | None:
@@ -112,6 +151,7 @@ async def _start_streaming(
     submission: Submission,
     metadata: dict[str, str],
     window_seconds: float,
+    not_before: float | None,
 ) -> dict[str, Any]:
     """Create the run as a stream and follow it for up to `window_seconds` (the fast path).
 
@@ -158,7 +198,7 @@ async def _start_streaming(
                 await response.close()
     followed = round(time.monotonic() - created_at[0], 3) if created_at else 0.0
     if last is None:
-        last = await _find_run(client, thread_id, submission_id)
+        last = await _find_run(client, thread_id, submission_id, not_before)
         if last is None:
             return {
                 "outcome": "transient",
@@ -202,7 +242,9 @@ async def start_run(
     try:
         if find_only:
             thread_id = submission.thread_id or await find_thread() or ""
-            existing = await _find_run(client, thread_id, submission_id) if thread_id else None
+            existing = (
+                await _find_run(client, thread_id, submission_id, not_before) if thread_id else None
+            )
             return {
                 "outcome": "ok",
                 "run": run_snapshot(existing) if existing else None,
@@ -210,12 +252,13 @@ async def start_run(
             }
         if submission.thread_id:
             thread_id = submission.thread_id
-            existing = await _find_run(client, thread_id, submission_id)
+            await _check_thread_owner(client, thread_id, submission.caller)
+            existing = await _find_run(client, thread_id, submission_id, not_before)
             if existing is None:
-                await _add_missing_messages(client, thread_id, submission, marker)
+                await _add_missing_messages(client, thread_id, submission, marker, not_before)
         else:
             found = await find_thread()
-            existing = await _find_run(client, found, submission_id) if found else None
+            existing = await _find_run(client, found, submission_id, not_before) if found else None
             if found:
                 thread_id = found
             else:
@@ -224,7 +267,7 @@ async def start_run(
                         ThreadMessageOptions(role=m["role"], content=m["content"], metadata=marker)
                         for m in submission.messages
                     ],
-                    metadata=marker,
+                    metadata={**marker, CALLER_METADATA_KEY: submission.caller or ""},
                 )
                 thread_id = created_thread = thread.id
         if existing is not None:
@@ -241,6 +284,7 @@ async def start_run(
                 submission,
                 {**submission.metadata, **marker},
                 fast_path_seconds,
+                not_before,
             )
             if outcome["outcome"] != "ok":
                 outcome["threadId"] = thread_id
@@ -255,6 +299,15 @@ async def start_run(
             additional_instructions=submission.instructions,
             metadata={**submission.metadata, **marker},
         )
+    except ThreadNotAllowedError:
+        logger.warning("the submission names a thread created for another caller")
+        return {
+            "outcome": "permanent",
+            "error": {
+                "code": "thread_not_allowed",
+                "message": "threadId names a thread the relay created for another caller",
+            },
+        }
     except Exception as exc:
         failure = _failed("starting the agent run", exc)
         if created_thread:

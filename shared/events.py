@@ -13,6 +13,9 @@ from typing import Any
 EVENT_TYPE_COMPLETED = "AgentRunCompleted"
 EVENT_TYPE_REQUIRES_ACTION = "AgentRunRequiresAction"
 TOOL_ARGUMENTS_MAX_CHARS = 16 * 1024
+# All the tool calls' arguments of one AgentRunRequiresAction event together (UTF-8): however
+# many calls a run asks for, the event stays far below Event Grid's 1 MB limit.
+TOOL_ARGUMENTS_TOTAL_MAX_BYTES = 256 * 1024
 DATA_VERSION = "1.0"
 # Keeps a whole event far below Event Grid's 1 MB limit and within one 64 KB billing unit in
 # the common case (metadata and errors are bounded separately).
@@ -132,14 +135,20 @@ def build_requires_action_event(
     event_time: str,
     metadata: dict[str, str],
 ) -> RelayEvent:
-    calls = [
-        {
-            "id": str(call["id"]),
-            "name": str(call.get("name") or ""),
-            "arguments": str(call.get("arguments") or "")[:TOOL_ARGUMENTS_MAX_CHARS],
-        }
-        for call in tool_calls
-    ]
+    # Each call's arguments are cut at 16 KiB characters and at an equal share of the total.
+    share = TOOL_ARGUMENTS_TOTAL_MAX_BYTES // max(len(tool_calls), 1)
+    calls: list[dict[str, Any]] = []
+    for call in tool_calls:
+        raw = str(call.get("arguments") or "")
+        arguments, cut = truncate_utf8(raw[:TOOL_ARGUMENTS_MAX_CHARS], share)
+        calls.append(
+            {
+                "id": str(call["id"]),
+                "name": str(call.get("name") or ""),
+                "arguments": arguments,
+                "argumentsTruncated": cut or len(raw) > TOOL_ARGUMENTS_MAX_CHARS,
+            }
+        )
     data = {
         "submissionId": submission_id,
         "runId": run_id,

@@ -8,19 +8,20 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import azure.functions as func
 
 from .observability import log_fields
-from .orchestration import CANCEL_EVENT, ORCHESTRATOR_NAME, TOOL_OUTPUTS_EVENT
+from .orchestration import CANCEL_EVENT, ORCHESTRATOR_NAME
 from .problems import PROBLEM_CONTENT_TYPE, Problem, bad_request
 from .relay_state import RelayState
-from .settings import get_settings
+from .settings import Settings, get_settings
 from .status_view import build_status_view, is_relay_instance
-from .submission import parse_json_body, validate_submission
-from .tool_outputs import validate_tool_outputs
+from .submission import authorize_submission, parse_json_body, validate_submission
+from .tool_outputs import tool_outputs_event_name, validate_tool_outputs
 
 logger = logging.getLogger("agent_run_relay.http")
 
@@ -29,6 +30,19 @@ SUBMISSION_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$")
 FINISHED_RUNTIME_STATUSES = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
 NOT_FOUND = Problem(404, "no submission with this id", field="id", code="not-found")
+# Where the Functions host takes the key from (the header first, else the query parameter;
+# azure-functions-host AuthenticationLevelHandler). The worker receives both as sent.
+FUNCTION_KEY_HEADER = "x-functions-key"
+FUNCTION_KEY_QUERY = "code"
+# Injected by App Service authentication, which strips a client's own x-ms-client-principal*
+# headers (learn.microsoft.com/azure/app-service/configure-authentication-user-identities).
+PRINCIPAL_ID_HEADER = "x-ms-client-principal-id"
+PRINCIPAL_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+# host[:port] as X-Forwarded-Host may carry it: a DNS name, an IPv4 address or [IPv6].
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+FORWARDED_HOST_PATTERN = re.compile(
+    rf"^(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]{{2,45}}\])(?::(?P<port>[0-9]{{1,5}}))?$"
+)
 
 Handler = Callable[[func.HttpRequest, Any], Awaitable[func.HttpResponse]]
 
@@ -69,12 +83,36 @@ def guarded(handler: Handler) -> Handler:
 
 
 def status_url(req: func.HttpRequest, submission_id: str) -> str:
-    """`…/runs/{id}` on the host and route prefix the request came in on."""
+    """`…/runs/{id}` at PUBLIC_BASE_URL, else on the route prefix and host the request came in on
+    (X-Forwarded-Host/-Proto only with TRUST_FORWARDED_HEADERS: anyone can send them)."""
+    settings = get_settings()
+    if settings.public_base_url:
+        return f"{settings.public_base_url}/runs/{submission_id}"
     parts = urlsplit(str(req.url))
     # Routes match case-insensitively and percent-decoded: find "/runs" the same way.
     path = unquote(parts.path)
     prefix = quote(path[: path.lower().rfind("/runs")])
-    return urlunsplit((parts.scheme, parts.netloc, f"{prefix}/runs/{submission_id}", "", ""))
+    scheme, netloc = parts.scheme, parts.netloc
+    if settings.trust_forwarded_headers:
+        scheme, netloc = _forwarded_origin(req, scheme, netloc)
+    return urlunsplit((scheme, netloc, f"{prefix}/runs/{submission_id}", "", ""))
+
+
+def _first_value(value: str | None) -> str:
+    # The first proxy's value: the one the client addressed (later proxies append theirs).
+    return (value or "").split(",")[0].strip()
+
+
+def _forwarded_origin(req: func.HttpRequest, scheme: str, netloc: str) -> tuple[str, str]:
+    """The origin the trusted proxy says the client used; an unusable value is ignored."""
+    host = _first_value(req.headers.get("x-forwarded-host"))
+    match = FORWARDED_HOST_PATTERN.fullmatch(host)
+    if match and (match["port"] is None or 0 < int(match["port"]) <= 65535):
+        netloc = host.lower()
+    proto = _first_value(req.headers.get("x-forwarded-proto")).lower()
+    if proto in ("http", "https"):
+        scheme = proto
+    return scheme, netloc
 
 
 def _accepted(req: func.HttpRequest, submission_id: str, retry_after: int) -> func.HttpResponse:
@@ -86,14 +124,52 @@ def _accepted(req: func.HttpRequest, submission_id: str, retry_after: int) -> fu
     )
 
 
-def _idempotency(req: func.HttpRequest, body: bytes) -> tuple[str, str] | None:
-    """(submission id, body fingerprint) for a request with an Idempotency-Key header."""
+def caller_identity(req: func.HttpRequest, settings: Settings) -> str:
+    """Who sends this request, as an opaque string that never holds a secret.
+
+    AUTH_MODE=app-service: "principal:<id>" from the header App Service authentication injects
+    (settings refuse that mode unless the platform says the feature is on). Otherwise the
+    function key the host authorised, hashed: "key:<32 hex digits>". The worker never learns
+    the key's name (the host passes its claims in RpcHttp.identities, which the Python worker
+    drops), so the value is all there is; it is never logged or stored.
+    """
+    if settings.auth_mode == "app-service":
+        principal = (req.headers.get(PRINCIPAL_ID_HEADER) or "").strip()
+        if not PRINCIPAL_ID_PATTERN.fullmatch(principal):
+            raise Problem(
+                403,
+                "this relay identifies callers by App Service authentication and the request "
+                "was not authenticated: send a token the app's identity provider issued",
+                field="Authorization",
+                code="caller-unidentified",
+            )
+        return f"principal:{principal}"
+    header = req.headers.get(FUNCTION_KEY_HEADER)
+    # The host reads the header's first value; the worker gets all of them joined by commas.
+    key = header.split(",")[0] if header is not None else req.params.get(FUNCTION_KEY_QUERY)
+    key = (key or "").strip()
+    if not key:
+        raise Problem(
+            403,
+            "this relay identifies callers by their function key and the request carries none",
+            field=FUNCTION_KEY_HEADER,
+            code="caller-unidentified",
+        )
+    material = f"agent-run-relay/caller\x1f{key}".encode("utf-8", "surrogatepass")
+    return "key:" + hashlib.sha256(material).hexdigest()[:32]
+
+
+def _idempotency(req: func.HttpRequest, body: bytes, caller: str) -> tuple[str, str] | None:
+    """(submission id, body fingerprint) for a request with an Idempotency-Key header.
+
+    The id is derived from the caller and the key, so two callers' keys never meet."""
     key = req.headers.get("idempotency-key")
     if key is None:
         return None
     if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
         raise bad_request("Idempotency-Key", "Idempotency-Key must be 1 to 200 printable ASCII")
-    submission_id = hashlib.sha256(f"idempotency-key\x1f{key}".encode()).hexdigest()[:32]
+    scoped = f"idempotency-key\x1f{caller}\x1f{key}"
+    submission_id = hashlib.sha256(scoped.encode()).hexdigest()[:32]
     return submission_id, hashlib.sha256(body).hexdigest()
 
 
@@ -107,15 +183,32 @@ def _decoded_input(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _replay(
+    req: func.HttpRequest, existing: Any, submission_id: str, fingerprint: str, retry_after: int
+) -> func.HttpResponse:
+    """The answer to a key used before: the same 202, or 409 for a different body."""
+    previous = _decoded_input(existing.input_)
+    if previous.get("request_fingerprint") != fingerprint:
+        raise Problem(
+            409,
+            "this Idempotency-Key was used with a different request body",
+            field="Idempotency-Key",
+            code="idempotency-key-reused",
+        )
+    return _accepted(req, submission_id, retry_after)
+
+
 @guarded
 async def submit_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     settings = get_settings()
+    caller = caller_identity(req, settings)
     raw = req.get_body() or b""
     body = parse_json_body(raw, req.headers.get("content-type"))
-    submission = validate_submission(body, settings)
+    submission = replace(validate_submission(body, settings), caller=caller)
+    idempotency = _idempotency(req, raw, caller)
+    authorize_submission(submission, settings)
     policy = submission.polling or settings.polling
     retry_after = max(1, round(policy.initial_seconds))
-    idempotency = _idempotency(req, raw)
     fingerprint = None
     if idempotency is None:
         submission_id = uuid.uuid4().hex
@@ -123,15 +216,7 @@ async def submit_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
         submission_id, fingerprint = idempotency
         existing = await client.get_status(submission_id, show_input=True)
         if existing:
-            previous = _decoded_input(existing.input_)
-            if previous.get("request_fingerprint") != fingerprint:
-                raise Problem(
-                    409,
-                    "this Idempotency-Key was used with a different request body",
-                    field="Idempotency-Key",
-                    code="idempotency-key-reused",
-                )
-            return _accepted(req, submission_id, retry_after)
+            return _replay(req, existing, submission_id, fingerprint, retry_after)
     state = RelayState(
         submission_id=submission_id,
         submission=submission.to_dict(),
@@ -141,7 +226,21 @@ async def submit_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
         fast_path_seconds=settings.fast_path_seconds,
         request_fingerprint=fingerprint,
     )
-    await client.start_new(ORCHESTRATOR_NAME, submission_id, state.to_dict())
+    try:
+        await client.start_new(ORCHESTRATOR_NAME, submission_id, state.to_dict())
+    except Exception:
+        if fingerprint is None:
+            raise
+        # A concurrent request with the same key started it between our read and our start:
+        # the extension refuses to replace a pending or running instance (its default
+        # overridableExistingInstanceStates, NonRunningStates) and the SDK raises. Answer as
+        # that request's replay; if there is still no instance, the backend really failed.
+        existing = await client.get_status(submission_id, show_input=True)
+        if not existing:
+            raise
+        with log_fields(submissionId=submission_id, agentId=submission.agent_id):
+            logger.info("concurrent submission with the same Idempotency-Key joined the first")
+        return _replay(req, existing, submission_id, fingerprint, retry_after)
     with log_fields(submissionId=submission_id, agentId=submission.agent_id):
         logger.info("submission accepted")
     return _accepted(req, submission_id, retry_after)
@@ -231,8 +330,16 @@ async def submit_tool_outputs(req: func.HttpRequest, client: Any) -> func.HttpRe
         raise Problem(
             409, "the run is not waiting for tool outputs", field="id", code="not-waiting"
         )
-    outputs = validate_tool_outputs(body, [call["id"] for call in action["toolCalls"]])
-    if not await _raise(client, submission_id, TOOL_OUTPUTS_EVENT, {"toolOutputs": outputs}):
+    round_key = str(action.get("round") or "")
+    outputs = validate_tool_outputs(
+        body,
+        [call["id"] for call in action["toolCalls"]],
+        round_key,
+        all_listed=not action.get("truncated"),
+    )
+    # One event name per round of tool calls (see shared/tool_outputs.py).
+    event_name = tool_outputs_event_name(round_key)
+    if not await _raise(client, submission_id, event_name, {"toolOutputs": outputs}):
         raise Problem(409, "the submission has already finished", field="id", code="not-waiting")
     with log_fields(submissionId=submission_id, **_run_log_fields(status)):
         logger.info("tool outputs accepted")

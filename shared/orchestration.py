@@ -4,7 +4,12 @@ Deterministic by construction: time comes only from `context.current_utc_datetim
 from a hash of the instance id, settings from the input. The work is a loop of small steps
 (one start attempt, one wait-and-poll, one publish attempt); after `polls_per_generation`
 steps the orchestration continues as new with its whole state, so history stays bounded.
-Waits race the timer against the `cancel` and `tool_outputs` events, so both act at once.
+Waits race the timer against the caller's events (cancel, tool outputs), so both act at once.
+
+How caller events are waited for follows three rules of the runtime (see `EventWaits`):
+each event name is waited on at most once per history generation, events are raced only
+against timers, and the orchestration continues as new only right after a timer won a race
+in which every wait was registered, so no event accepted by the HTTP API is lost.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import Any
 
+from .custom_status import bounded_custom_status
 from .events import RelayEvent, build_completed_event, build_requires_action_event
 from .relay_state import PHASE_DONE, PHASE_POLL, PHASE_PUBLISH, PHASE_START, RelayState
 from .run_status import REQUIRES_ACTION, RunPhase, classify_run_status
 from .schedule import TRANSIENT_RETRY_POLICY, PollingPolicy, next_wait_seconds, poll_wait_seconds
 from .timefmt import from_iso, to_iso
+from .tool_outputs import tool_call_round, tool_outputs_event_name
 
 ORCHESTRATOR_NAME = "agent_run_orchestrator"
 START_ACTIVITY = "start_agent_run"
@@ -27,7 +34,6 @@ CANCEL_ACTIVITY = "cancel_agent_run"
 SUBMIT_TOOL_OUTPUTS_ACTIVITY = "submit_tool_outputs"
 PUBLISH_ACTIVITY = "publish_run_event"
 CANCEL_EVENT = "cancel"
-TOOL_OUTPUTS_EVENT = "tool_outputs"
 
 # A run the service keeps answering 404 for (after it was created) is gone.
 MAX_NOT_FOUND_STREAK = 5
@@ -36,9 +42,13 @@ MAX_FIND_ATTEMPTS = 30
 # How long a cancelled run may stay unconfirmed (still not terminal) before the submission
 # ends anyway; only a service that keeps refusing us gets there.
 CANCEL_GRACE_SECONDS = 3600
-# Custom status is capped at 16 KB by the Durable storage provider: keep arguments short there
-# (the AgentRunRequiresAction event carries them in full).
-STATUS_ARGUMENTS_MAX_CHARS = 1024
+# While the relay waits for tool outputs the outputs event wakes it: polls only watch for the
+# run ending on its own (expired, cancelled at the service), so they can be rare.
+REQUIRES_ACTION_POLL_SECONDS = 300.0
+# 401/403 when starting right after a deployment is usually the identity's role assignment
+# still propagating (Azure RBAC: changes can take up to 10 minutes to take effect); retry
+# that long, with a margin, before failing the submission.
+AUTH_PROPAGATION_SECONDS = 900
 
 Step = Generator[Any, Any, None]
 
@@ -71,25 +81,65 @@ def _internal_error(exc: BaseException) -> dict[str, str]:
 
 
 class EventWaits:
-    """One wait per external event name, kept across loop turns and renewed once used.
+    """The generation's waits for caller events: each name waited on once, never renewed.
 
-    (A wait re-created on every turn would stack, and a new event resolves the newest wait.)
+    Rules of azure-functions-durable 1.7 (azure/durable_functions/models) and the extension:
+    - a wait is registered only when yielded (DurableOrchestrationContext._add_to_open_tasks);
+      an EventRaised that finds no registered wait is kept in `deferred_tasks` for good and
+      answers the next AND every later wait of that name in this history
+      (TaskOrchestrationExecutor.set_task_value). A wait renewed after such an event would
+      resolve at once forever, so a name is waited on once per generation: `cancel` once,
+      tool outputs once per round of tool calls (the round is part of the event name);
+    - a task already yielded is left out of a later WhenAny action (CompoundTask.__init__),
+      and the extension's shim awaits each action in turn (OutOfProcOrchestrationShim.
+      ProcessAsyncActionsV2): racing an already-scheduled activity against a new wait would
+      leave the shim awaiting that wait alone, so waits are raced only against new timers;
+    - DTFx drops the events of a finished generation except those it reads after the
+      orchestrator continued as new (TaskOrchestrationContext.HandleEventRaisedEvent): the
+      loop continues as new only right after a timer won a race in which every open wait was
+      registered (`ready_to_continue`), so an earlier event has been applied to the state.
     """
 
     def __init__(self, context: Any) -> None:
         self._context = context
         self.cancel = context.wait_for_external_event(CANCEL_EVENT)
-        self.tool_outputs = context.wait_for_external_event(TOOL_OUTPUTS_EVENT)
+        self._rounds: dict[str, Any] = {}
+        self._absorbed: set[int] = set()
+        self.ready_to_continue = False
 
-    def renew(self, used: Any) -> None:
-        if used is self.cancel:
-            self.cancel = self._context.wait_for_external_event(CANCEL_EVENT)
-        elif used is self.tool_outputs:
-            self.tool_outputs = self._context.wait_for_external_event(TOOL_OUTPUTS_EVENT)
+    def for_round(self, round_key: str) -> Any:
+        if round_key not in self._rounds:
+            name = tool_outputs_event_name(round_key)
+            self._rounds[round_key] = self._context.wait_for_external_event(name)
+        return self._rounds[round_key]
+
+    def open_waits(self, state: RelayState) -> list[Any]:
+        """The waits to race against a timer: every one that can still receive an event."""
+        waits = [self.cancel]
+        if _awaiting_outputs(state) and state.required_action is not None:
+            waits.append(self.for_round(state.required_action["round"]))
+        return [w for w in waits if not w.is_completed]
+
+    def take_completed(self) -> list[tuple[str | None, Any]]:
+        """Waits that received their event and were not acted on yet: (round or None, task)."""
+        found: list[tuple[str | None, Any]] = []
+        candidates: list[tuple[str | None, Any]] = [(None, self.cancel)]
+        candidates += list(self._rounds.items())
+        for round_key, wait in candidates:
+            if wait.is_completed and id(wait) not in self._absorbed:
+                self._absorbed.add(id(wait))
+                found.append((round_key, wait))
+        return found
 
 
-def _call(context: Any, name: str, payload: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
-    """Call an activity; an exception it raised becomes a transient outcome, retried later."""
+def _call(
+    context: Any, waits: EventWaits, name: str, payload: dict[str, Any]
+) -> Generator[Any, Any, dict[str, Any]]:
+    """Call an activity; an exception it raised becomes a transient outcome, retried later.
+
+    Events that arrive meanwhile are kept by the SDK and applied at the next wait.
+    """
+    waits.ready_to_continue = False
     try:
         result = yield context.call_activity(name, payload)
     except Exception as exc:
@@ -109,21 +159,31 @@ def _finish(state: RelayState, status: str, at: datetime, error: dict[str, Any] 
     state.completed_at = state.completed_at or to_iso(at)
     state.phase = PHASE_PUBLISH
     state.next_poll_at = None
+    state.poll_due = False
     state.required_action = None
+
+
+def _awaiting_outputs(state: RelayState) -> bool:
+    """The run waits for tool outputs that the relay has not received, and is not cancelled."""
+    return (
+        state.required_action is not None
+        and state.tool_outputs is None
+        and state.cancel_reason is None
+        and state.phase == PHASE_POLL
+    )
 
 
 def _status_required_action(state: RelayState) -> dict[str, Any] | None:
     action = state.required_action
-    if not action or state.status != REQUIRES_ACTION:
+    if not action or state.status != REQUIRES_ACTION or not _awaiting_outputs(state):
         return None
     return {
         "type": "submit_tool_outputs",
-        "toolCalls": [
-            {**call, "arguments": call["arguments"][:STATUS_ARGUMENTS_MAX_CHARS]}
-            for call in action["toolCalls"]
-        ],
+        "toolCalls": action["toolCalls"],
         "expiresAt": action["expiresAt"],
         "giveUpAt": action["giveUpAt"],
+        # Read back by the tool-outputs route to name the round's event (not shown to callers).
+        "round": action["round"],
     }
 
 
@@ -143,46 +203,63 @@ def _publish_custom_status(context: Any, state: RelayState) -> None:
         status["lastError"] = state.last_error
     if state.event:
         status["event"] = {"id": state.event["id"], "publishedAt": state.published_at}
-    context.set_custom_status(status)
+    context.set_custom_status(bounded_custom_status(status))
 
 
-def _on_event(context: Any, state: RelayState, waits: EventWaits, winner: Any) -> None:
-    """Apply a cancel or tool-outputs event; anything late, repeated or wrong is ignored."""
-    payload = winner.result if isinstance(winner.result, dict) else {}
-    if winner is waits.cancel:
-        if state.phase in (PHASE_START, PHASE_POLL) and state.cancel_reason is None:
-            _request_cancel(context, state, "requested")
-        else:
-            state.ignored_events += 1
-    else:
+def _absorb_events(context: Any, state: RelayState, waits: EventWaits) -> bool:
+    """Apply every caller event received and not yet applied; True if there was one.
+
+    Late, repeated or mismatched events are counted and ignored.
+    """
+    received = waits.take_completed()
+    for round_key, wait in received:
+        payload = wait.result if isinstance(wait.result, dict) else {}
+        if round_key is None:
+            if state.phase in (PHASE_START, PHASE_POLL) and state.cancel_reason is None:
+                _request_cancel(context, state, "requested")
+            else:
+                state.ignored_events += 1
+            continue
         outputs = payload.get("toolOutputs")
+        given = [str(o.get("toolCallId")) for o in outputs or [] if isinstance(o, dict)]
         action = state.required_action
-        expected = sorted(action["ids"]) if action else None
-        given = sorted(str(o.get("toolCallId")) for o in outputs or [] if isinstance(o, dict))
-        if action and state.tool_outputs is None and outputs and given == expected:
+        if (
+            _awaiting_outputs(state)
+            and action is not None
+            and action["round"] == round_key
+            and given
+            and sorted(given) == sorted(action["ids"])
+            and tool_call_round(given) == round_key
+        ):
             state.tool_outputs = [
                 {"toolCallId": str(o["toolCallId"]), "output": str(o.get("output", ""))}
-                for o in outputs
+                for o in outputs or []
+                if isinstance(o, dict)
             ]
-            _log(context, state, "tool outputs received for %d calls", len(outputs))
+            _log(context, state, "tool outputs received for %d calls", len(given))
         else:
             state.ignored_events += 1
-    waits.renew(winner)
+    return bool(received)
 
 
 def _sleep(
     context: Any, state: RelayState, waits: EventWaits, fire_at: datetime
 ) -> Generator[Any, Any, bool]:
-    """Wait until `fire_at`; True if the timer fired, False if an event woke us first."""
+    """Wait until `fire_at`; True if the timer fired, False if a caller event came first."""
+    if _absorb_events(context, state, waits):
+        # An event arrived during the last activity: act on it before waiting.
+        return False
     timer = context.create_timer(fire_at)
     state.next_poll_at = to_iso(fire_at)
     _publish_custom_status(context, state)
-    winner = yield context.task_any([timer, waits.cancel, waits.tool_outputs])
+    winner = yield context.task_any([timer, *waits.open_waits(state)])
     if winner is timer:
+        # Every open wait was registered in this race: any earlier event has been applied.
+        waits.ready_to_continue = True
         return True
     # An open timer keeps the instance busy until it fires: cancel the loser.
     timer.cancel()
-    _on_event(context, state, waits, winner)
+    _absorb_events(context, state, waits)
     return False
 
 
@@ -196,7 +273,7 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
         "knownThreadId": state.created_thread_id,
         "submittedAt": state.submitted_at,
     }
-    outcome = yield from _call(context, START_ACTIVITY, payload)
+    outcome = yield from _call(context, waits, START_ACTIVITY, payload)
     now = _now(context)
     if outcome["outcome"] == "ok":
         if outcome.get("run") is None:
@@ -214,6 +291,8 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
         return
     state.last_error = outcome.get("error")
     state.created_thread_id = outcome.get("threadId") or state.created_thread_id
+    if outcome["outcome"] == "permanent" and _auth_still_propagating(state, outcome, now):
+        outcome = {**outcome, "outcome": "transient"}
     if outcome["outcome"] in ("permanent", "not_found"):
         _finish(state, "failed", now, outcome.get("error"))
         return
@@ -240,6 +319,14 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
     yield from _sleep(context, state, waits, fire_at)
 
 
+def _auth_still_propagating(state: RelayState, outcome: dict[str, Any], now: datetime) -> bool:
+    """401/403 at start within AUTH_PROPAGATION_SECONDS of the submission: retry it."""
+    if outcome.get("httpStatus") not in (401, 403):
+        return False
+    submitted = from_iso(str(state.submitted_at))
+    return (now - submitted).total_seconds() < AUTH_PROPAGATION_SECONDS
+
+
 def _request_cancel(context: Any, state: RelayState, reason: str) -> None:
     if state.cancel_reason is None:
         state.cancel_reason = reason
@@ -262,8 +349,8 @@ def _run_ids(state: RelayState) -> dict[str, Any]:
     }
 
 
-def _send_cancel(context: Any, state: RelayState) -> Step:
-    outcome = yield from _call(context, CANCEL_ACTIVITY, _run_ids(state))
+def _send_cancel(context: Any, state: RelayState, waits: EventWaits) -> Step:
+    outcome = yield from _call(context, waits, CANCEL_ACTIVITY, _run_ids(state))
     if outcome["outcome"] == "ok":
         state.run = outcome["run"]
     if outcome["outcome"] != "transient":
@@ -274,9 +361,9 @@ def _send_cancel(context: Any, state: RelayState) -> Step:
         state.retry_after = outcome.get("retryAfter")
 
 
-def _send_tool_outputs(context: Any, state: RelayState) -> Step:
+def _send_tool_outputs(context: Any, state: RelayState, waits: EventWaits) -> Step:
     payload = {**_run_ids(state), "toolOutputs": state.tool_outputs}
-    outcome = yield from _call(context, SUBMIT_TOOL_OUTPUTS_ACTIVITY, payload)
+    outcome = yield from _call(context, waits, SUBMIT_TOOL_OUTPUTS_ACTIVITY, payload)
     if outcome["outcome"] == "transient":
         state.retry_after = outcome.get("retryAfter")
         return
@@ -287,20 +374,41 @@ def _send_tool_outputs(context: Any, state: RelayState) -> Step:
     _restart_schedule(context, state)
 
 
-def _notify_required_action(context: Any, state: RelayState) -> Step:
+def _needs_notification(state: RelayState) -> bool:
     action = state.required_action
-    if action is None or action["published"]:
-        return
-    outcome = yield from _call(context, PUBLISH_ACTIVITY, action["event"])
-    if outcome["outcome"] == "ok":
+    return action is not None and not action["published"] and _awaiting_outputs(state)
+
+
+def _notify_required_action(
+    context: Any, state: RelayState, waits: EventWaits
+) -> Generator[Any, Any, bool]:
+    """Publish AgentRunRequiresAction, once the status that invites callers is visible.
+
+    The Azure Storage provider sends an episode's activity messages before it checkpoints the
+    instance (AzureStorageOrchestrationService.CompleteTaskOrchestrationWorkItemAsync: "First,
+    add new messages into the queue", then trackingStore.UpdateStateAsync), so a custom
+    status set in the episode that schedules the publish could still be unseen when the
+    event arrives. The status is committed first, by a wait that ends at once. Returns True
+    when that wait was all this step did.
+    """
+    action = state.required_action
+    assert action is not None
+    if not action["shown"]:
+        action["shown"] = True
+        yield from _sleep(context, state, waits, _now(context))
+        return True
+    outcome = yield from _call(context, waits, PUBLISH_ACTIVITY, action["event"])
+    if outcome["outcome"] == "ok" and state.required_action is action:
         action["published"] = True
+    return False
 
 
 def _new_required_action(state: RelayState, now: datetime) -> None:
     run = state.run or {}
     calls = run.get("toolCalls") or []
-    ids = sorted(call["id"] for call in calls)
-    if state.required_action and state.required_action["ids"] == ids:
+    ids = sorted(str(call["id"]) for call in calls)
+    round_key = tool_call_round(ids)
+    if state.required_action and state.required_action["round"] == round_key:
         return
     give_up = now + timedelta(seconds=state.tool_outputs_timeout_seconds)
     if run.get("expiresAt"):
@@ -316,11 +424,16 @@ def _new_required_action(state: RelayState, now: datetime) -> None:
         metadata=state.submission.get("metadata") or {},
     )
     state.required_action = {
+        "round": round_key,
         "ids": ids,
-        "toolCalls": event.data["toolCalls"],
+        "toolCalls": [
+            {"id": c["id"], "name": c["name"], "arguments": c["arguments"]}
+            for c in event.data["toolCalls"]
+        ],
         "expiresAt": run.get("expiresAt"),
         "giveUpAt": to_iso(give_up),
         "event": _event_payload(event),
+        "shown": False,
         "published": False,
     }
     state.tool_outputs = None
@@ -340,50 +453,78 @@ def _absorb_run(context: Any, state: RelayState, outcome: dict[str, Any], now: d
         state.required_action, state.tool_outputs = None, None
 
 
-def _poll_step(context: Any, state: RelayState, policy: PollingPolicy, waits: EventWaits) -> Step:
-    now = _now(context)
+def _check_limits(context: Any, state: RelayState, now: datetime) -> bool:
+    """Deadline, tool-output timeout and cancel grace; True if the submission is over."""
     deadline = from_iso(str(state.deadline_at))
     action = state.required_action
     if state.cancel_reason is None and now >= deadline:
         _request_cancel(context, state, "deadline_exceeded")
-    if (
-        state.cancel_reason is None
-        and action is not None
-        and state.tool_outputs is None
-        and now >= from_iso(action["giveUpAt"])
-    ):
+    if _awaiting_outputs(state) and action is not None and now >= from_iso(action["giveUpAt"]):
         _request_cancel(context, state, "tool_outputs_timeout")
     if state.cancel_sent and state.cancel_requested_at:
         unconfirmed = (now - from_iso(state.cancel_requested_at)).total_seconds()
         if unconfirmed >= CANCEL_GRACE_SECONDS:
             message = f"the run did not confirm the cancel within {CANCEL_GRACE_SECONDS} s"
             _finish(state, "failed", now, {"code": "cancel_unconfirmed", "message": message})
-            return
-    if state.cancel_reason and not state.cancel_sent:
-        yield from _send_cancel(context, state)
-    elif state.tool_outputs is not None:
-        yield from _send_tool_outputs(context, state)
-    if state.cancel_reason is None:
-        yield from _notify_required_action(context, state)
+            return True
+    return False
 
-    anchor = from_iso(state.schedule_anchor or str(state.submitted_at))
-    elapsed = (_now(context) - anchor).total_seconds()
-    wait = poll_wait_seconds(
-        policy, elapsed, state.schedule_step, state.submission_id, state.retry_after
-    )
-    fire_at = _now(context) + timedelta(seconds=wait)
+
+def _next_poll_at(context: Any, state: RelayState, policy: PollingPolicy) -> datetime:
+    now = _now(context)
+    if _awaiting_outputs(state):
+        # The outputs event wakes the wait; polls only watch for the run ending on its own.
+        wait = max(REQUIRES_ACTION_POLL_SECONDS, state.retry_after or 0.0)
+    else:
+        anchor = from_iso(state.schedule_anchor or str(state.submitted_at))
+        elapsed = (now - anchor).total_seconds()
+        wait = poll_wait_seconds(
+            policy, elapsed, state.schedule_step, state.submission_id, state.retry_after
+        )
+    fire_at = now + timedelta(seconds=wait)
     if state.cancel_reason is None:
-        caps = [deadline]
-        if state.required_action and state.tool_outputs is None:
+        caps = [from_iso(str(state.deadline_at))]
+        if _awaiting_outputs(state) and state.required_action is not None:
             caps.append(from_iso(state.required_action["giveUpAt"]))
-        fire_at = max(min([fire_at, *caps]), _now(context))
+        fire_at = max(min([fire_at, *caps]), now)
+    return fire_at
+
+
+def _poll_step(
+    context: Any, state: RelayState, policy: PollingPolicy, waits: EventWaits, last_step: bool
+) -> Step:
+    """Act on what is pending (cancel, tool outputs, notification), wait, then poll once.
+
+    On the generation's last step a clean wait ends the step: the poll is then the next
+    generation's first act (`poll_due`), so the history ends on a wait.
+    """
+    if state.poll_due:
+        state.poll_due = False
+        yield from _poll_once(context, state, waits)
+        return
+    if _check_limits(context, state, _now(context)):
+        return
+    if state.cancel_reason and not state.cancel_sent:
+        yield from _send_cancel(context, state, waits)
+    elif state.tool_outputs is not None:
+        yield from _send_tool_outputs(context, state, waits)
+    elif _needs_notification(state) and (yield from _notify_required_action(context, state, waits)):
+        return  # the status that invites callers was just committed: publish next step
+    fire_at = _next_poll_at(context, state, policy)
     if not (yield from _sleep(context, state, waits, fire_at)):
         return  # woken by an event: the next step acts on it at once
+    if last_step:
+        state.poll_due = True
+        return
+    yield from _poll_once(context, state, waits)
 
-    outcome = yield from _call(context, POLL_ACTIVITY, _run_ids(state))
+
+def _poll_once(context: Any, state: RelayState, waits: EventWaits) -> Step:
+    outcome = yield from _call(context, waits, POLL_ACTIVITY, _run_ids(state))
     state.polls += 1
     state.schedule_step += 1
     state.retry_after = None
+    state.next_poll_at = None
     now = _now(context)
     if outcome["outcome"] == "ok":
         previous = (state.run or {}).get("status")
@@ -466,7 +607,7 @@ def _publish_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
         state.publish_started_at = to_iso(_now(context))
         state.attempts = 0
         state.retry_after = None
-    outcome = yield from _call(context, PUBLISH_ACTIVITY, state.event)
+    outcome = yield from _call(context, waits, PUBLISH_ACTIVITY, state.event)
     now = _now(context)
     if outcome["outcome"] == "ok":
         state.published_at = to_iso(now)
@@ -526,7 +667,9 @@ def relay_orchestrator(context: Any) -> Generator[Any, Any, dict[str, Any] | Non
     waits = EventWaits(context)
     steps = 0
     while state.phase != PHASE_DONE:
-        if steps >= state.polls_per_generation:
+        last_step = steps >= state.polls_per_generation - 1
+        if steps >= state.polls_per_generation and waits.ready_to_continue:
+            # Right after a clean wait: every event of this generation has been applied.
             state.generation += 1
             _publish_custom_status(context, state)
             context.continue_as_new(state.to_dict())
@@ -536,7 +679,7 @@ def relay_orchestrator(context: Any) -> Generator[Any, Any, dict[str, Any] | Non
             if phase == PHASE_START:
                 yield from _start_step(context, state, waits)
             elif phase == PHASE_POLL and policy is not None:
-                yield from _poll_step(context, state, policy, waits)
+                yield from _poll_step(context, state, policy, waits, last_step)
             else:
                 yield from _publish_step(context, state, waits)
         except Exception as exc:

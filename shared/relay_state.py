@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .run_status import submission_status
+from .tool_outputs import tool_call_round
 
 PHASE_START = "start"
 PHASE_POLL = "poll"
@@ -35,6 +36,8 @@ class RelayState:
     # that restart the run's work): waits grow with the time elapsed since then.
     schedule_anchor: str | None = None
     next_poll_at: str | None = None
+    # The generation ended on a completed wait: the next generation polls first.
+    poll_due: bool = False
     retry_after: float | None = None
     attempts: int = 0
     not_found_streak: int = 0
@@ -52,7 +55,9 @@ class RelayState:
     published_at: str | None = None
     publish_error: dict[str, Any] | None = None
     last_error: dict[str, Any] | None = field(default=None)
-    # The run's pending function calls while it is `requires_action`, and when we give up.
+    # The run's pending function calls while it is `requires_action`: their round key and
+    # ids, the calls as shown, when we give up, the AgentRunRequiresAction event, and whether
+    # the status showing them was committed (`shown`) and the event published.
     required_action: dict[str, Any] | None = None
     tool_outputs: list[dict[str, str]] | None = None
     ignored_events: int = 0
@@ -63,7 +68,13 @@ class RelayState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RelayState:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        state = cls(**{k: v for k, v in data.items() if k in known})
+        action = state.required_action
+        if action is not None and "round" not in action:
+            # Carried from a version without rounds (an instance in flight across a deploy).
+            action["round"] = tool_call_round(action.get("ids") or [])
+            action.setdefault("shown", True)
+        return state
 
     @classmethod
     def unreadable(cls, instance_id: str, error: dict[str, Any]) -> RelayState:

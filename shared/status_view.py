@@ -38,7 +38,10 @@ def build_status_view(
     if progress.get("lastError"):
         view["lastError"] = progress["lastError"]
     if progress.get("requiredAction"):
-        view["requiredAction"] = progress["requiredAction"]
+        # The round key names the tool-outputs event internally; callers don't need it.
+        action = dict(progress["requiredAction"])
+        action.pop("round", None)
+        view["requiredAction"] = action
     if (
         runtime_status == "Completed"
         and isinstance(output, dict)

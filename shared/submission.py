@@ -48,6 +48,9 @@ class Submission:
     metadata: dict[str, str] = field(default_factory=dict)
     deadline_seconds: int = 0
     polling: PollingPolicy | None = None
+    # Who submitted it, opaque ("key:<hash>" or "principal:<id>", shared/http_api.py): the
+    # start activity tags the threads it creates with it and refuses another caller's thread.
+    caller: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,7 @@ class Submission:
             "metadata": self.metadata,
             "deadlineSeconds": self.deadline_seconds,
             "polling": self.polling.to_dict() if self.polling else None,
+            "caller": self.caller,
         }
 
     @classmethod
@@ -71,6 +75,7 @@ class Submission:
             metadata=dict(data.get("metadata") or {}),
             deadline_seconds=int(data["deadlineSeconds"]),
             polling=PollingPolicy.from_dict(polling) if polling else None,
+            caller=data.get("caller"),
         )
 
 
@@ -246,3 +251,23 @@ def validate_submission(body: Any, settings: Settings) -> Submission:
         deadline_seconds=deadline,
         polling=_polling(body.get("polling"), settings) or settings.polling,
     )
+
+
+def authorize_submission(submission: Submission, settings: Settings) -> None:
+    """403 problems for a well-formed submission this relay does not allow (ALLOWED_AGENTS,
+    ALLOW_CALLER_THREADS); checked after every 400 so a malformed request learns that first."""
+    if settings.allowed_agents is not None and submission.agent_id not in settings.allowed_agents:
+        raise Problem(
+            403,
+            "this relay does not run this agent (it is not in ALLOWED_AGENTS)",
+            field="agentId",
+            code="agent-not-allowed",
+        )
+    if submission.thread_id is not None and not settings.allow_caller_threads:
+        raise Problem(
+            403,
+            "this relay does not accept a threadId (ALLOW_CALLER_THREADS is off); "
+            "leave it out and a new thread is created",
+            field="threadId",
+            code="thread-not-allowed",
+        )

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 from .problems import bad_request
 
 MAX_OUTPUT_CHARS = 128 * 1024
+TOOL_OUTPUTS_EVENT_PREFIX = "tool_outputs_"
 
 
-def validate_tool_outputs(body: Any, pending_ids: list[str]) -> list[dict[str, str]]:
-    """The outputs, exactly one per pending tool call, or a 400 Problem naming the field."""
+def tool_call_round(call_ids: Iterable[str]) -> str:
+    """A key for one set of pending tool calls (order does not matter)."""
+    joined = "\x1f".join(sorted(call_ids))
+    return hashlib.sha256(joined.encode("utf-8", errors="surrogatepass")).hexdigest()[:24]
+
+
+def tool_outputs_event_name(round_key: str) -> str:
+    """The external event that carries the outputs of one round of tool calls.
+
+    One name per round, never reused: the Durable Python SDK (1.7) keeps an event that
+    arrives while nothing waits for its name (`deferred_tasks`) and hands it to every later
+    wait of that name, so a name waited on twice in one history could be answered by a
+    stale event (TaskOrchestrationExecutor.set_task_value, _add_to_open_tasks).
+    """
+    return f"{TOOL_OUTPUTS_EVENT_PREFIX}{round_key}"
+
+
+def validate_tool_outputs(
+    body: Any, pending_ids: list[str], round_key: str | None = None, all_listed: bool = True
+) -> list[dict[str, str]]:
+    """The outputs, exactly one per pending tool call, or a 400 Problem naming the field.
+
+    `pending_ids` are the calls the status lists; when the status could not list them all
+    (`all_listed` False), the given ids must hash to the round's key instead.
+    """
     if not isinstance(body, dict):
         raise bad_request("body", "request body must be a JSON object")
     unknown = sorted(set(body) - {"toolOutputs"})
@@ -45,8 +71,14 @@ def validate_tool_outputs(body: Any, pending_ids: list[str]) -> list[dict[str, s
     given = [o["toolCallId"] for o in outputs]
     if len(set(given)) != len(given):
         raise bad_request("toolOutputs", "each toolCallId may appear only once")
-    if sorted(given) != sorted(pending_ids):
+    if all_listed and sorted(given) != sorted(pending_ids):
         pending = ", ".join(sorted(pending_ids))
         detail = f"toolOutputs must answer exactly the pending tool calls: {pending}"
+        raise bad_request("toolOutputs", detail)
+    if round_key is not None and tool_call_round(given) != round_key:
+        detail = (
+            "toolOutputs must answer exactly the pending tool calls (the "
+            "AgentRunRequiresAction event lists them all)"
+        )
         raise bad_request("toolOutputs", detail)
     return outputs

@@ -903,8 +903,7 @@ KNOWN_DEVIATIONS: list[tuple[str, str, Any, str]] = [
 
 _SWAGGER_CANDIDATES = [
     os.environ.get("AGENTS_SWAGGER", ""),
-    # shared/ sits beside the repository checkout (CI clones main with shared/ next to it).
-    "../shared/specs/azure-ai-agents.v1.swagger.json",
+    "tests/testbed/specs/azure-ai-agents.v1.swagger.json",
 ]
 _SCHEMA_KEYWORDS_TO_DROP = {"discriminator", "readOnly", "format", "example", "description"}
 

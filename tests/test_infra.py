@@ -48,7 +48,6 @@ APP_SETTINGS_READ = {
 
 # Built-in roles: GUID -> name, as the comments in main.bicep name them.
 ROLES = {
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
@@ -293,6 +292,55 @@ def test_roles_are_named_guid_constants() -> None:
     # No role is looked up by anything but these constants.
     found = set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text))
     assert found == set(ROLES)
+
+
+STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+
+
+def _role_assignments(tree: dict[str, Any]) -> dict[str, list[object]]:
+    """Each role assignment resource: the role GUIDs it assigns (a loop assigns several)."""
+    out: dict[str, list[object]] = {}
+    for name, resource in _resources(tree).items():
+        if resource["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        config = _as_dict(resource["config"])
+        body = _as_dict(config["config"]) if "loop_type" in config else _config(resource)
+        role_id = _as_dict(_as_dict(body["properties"])["roleDefinitionId"])
+        ref = _as_dict(_as_dict(role_id["function"])["parameters"])["resource_name_1"]
+        if "loop_type" in config:
+            loop = _as_dict(_as_dict(config["loop_type"])["detail"])
+            assert ref == loop["item_name"], name
+            items = _resolve(tree, loop["array_name"])
+            assert isinstance(items, list), name
+            out[name] = [_resolve(tree, item) for item in items]
+        else:
+            out[name] = [_resolve(tree, ref)]
+    return out
+
+
+def test_storage_roles_are_least_privilege(main_tree: dict[str, Any]) -> None:
+    """The host storage identity gets the three data roles the Durable Azure Storage provider
+    needs (functions-reference#connecting-to-host-storage-with-an-identity, Durable Functions
+    row), not Storage Blob Data Owner; the topic writes dead letters as a Blob Data Contributor
+    on its container only."""
+    assigned = _role_assignments(main_tree)
+    by_name = {
+        name: {ROLES.get(str(guid), str(guid)) for guid in guids}
+        for name, guids in assigned.items()
+    }
+    assert by_name["hostStorageRoleAssignments"] == {
+        "Storage Blob Data Contributor",
+        "Storage Queue Data Contributor",
+        "Storage Table Data Contributor",
+    }
+    assert by_name["deadLetterRoleAssignment"] == {"Storage Blob Data Contributor"}
+    assert by_name["publisherRoleAssignment"] == {"EventGrid Data Sender"}
+    assert by_name["telemetryRoleAssignment"] == {"Monitoring Metrics Publisher"}
+    every_guid = {str(guid) for guids in assigned.values() for guid in guids}
+    assert STORAGE_BLOB_DATA_OWNER not in every_guid
+    assert every_guid <= set(ROLES), every_guid - set(ROLES)
+    text = "\n".join(p.read_text(encoding="utf-8") for p in _bicep_files())
+    assert STORAGE_BLOB_DATA_OWNER not in text
 
 
 def test_ai_project_role_is_optional(main_tree: dict[str, Any]) -> None:

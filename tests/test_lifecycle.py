@@ -131,7 +131,11 @@ def test_tool_calls_are_announced_answered_and_resumed() -> None:
         ]
         assert len(announced) == 1
         parsed = EventGridEvent.from_dict(announced[0])
-        assert parsed.data["toolCalls"] == calls
+        assert [
+            {k: c[k] for k in ("id", "name", "arguments")} for c in parsed.data["toolCalls"]
+        ] == calls
+        assert view["requiredAction"]["toolCallCount"] == len(calls) == 2
+        assert view["requiredAction"]["truncated"] is False
         assert parsed.data["expiresAt"] == view["requiredAction"]["expiresAt"]
         ids = [c["id"] for c in calls]
 

@@ -15,7 +15,7 @@ import pytest
 from tests.processes import run_captured
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = ROOT.parent / "shared" / "specs"
+SPECS = ROOT / "tests" / "testbed" / "specs"
 
 
 def test_host_json_validates_against_the_host_schema() -> None:
@@ -25,6 +25,37 @@ def test_host_json_validates_against_the_host_schema() -> None:
     assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
     assert host["extensionBundle"]["version"].startswith("[4.")
     assert host["extensions"]["durableTask"]["hubName"]
+
+
+# Microsoft.Extensions.Logging levels, most verbose first.
+LOG_LEVELS = ["Trace", "Debug", "Information", "Warning", "Error", "Critical", "None"]
+
+
+def effective_log_level(log_level: dict[str, str], category: str) -> str:
+    """The level host.json gives `category`: its longest matching prefix, else `default`."""
+    matches = [key for key in log_level if category == key or category.startswith(f"{key}.")]
+    return log_level[max(matches, key=len)] if matches else log_level.get("default", "Information")
+
+
+def test_host_json_keeps_request_telemetry() -> None:
+    """Application Insights `requests` (one per function execution) come from the `Host.Results`
+    category, written at Information: above that level only failed executions are recorded
+    (https://learn.microsoft.com/azure/azure-functions/configure-monitoring#configure-categories
+    and the caution under #configure-log-levels). `Function.<name>` carries dependencies and
+    the executions' traces the same way. Requests and exceptions stay out of sampling, so every
+    execution and every failure is kept (#configure-sampling)."""
+    logging_config = json.loads((ROOT / "host.json").read_text())["logging"]
+    levels = logging_config["logLevel"]
+    information = LOG_LEVELS.index("Information")
+    for category in ("Host.Results", "Function.submit_run", "Host.Aggregator"):
+        level = effective_log_level(levels, category)
+        assert LOG_LEVELS.index(level) <= information, (category, level)
+    sampling = logging_config["applicationInsights"]["samplingSettings"]
+    assert sampling["isEnabled"] is True
+    assert {"Request", "Exception"} <= set(sampling["excludedTypes"].split(";"))
+    # The check itself: the value it replaced would fail.
+    assert effective_log_level({**levels, "Host.Results": "Error"}, "Host.Results") == "Error"
+    assert effective_log_level({"default": "Warning", "Host": "Error"}, "Host.Results") == "Error"
 
 
 def test_the_schema_check_would_catch_a_typo() -> None:

@@ -1,4 +1,4 @@
-"""Settings are validated once, with errors naming the setting; http only for loopback."""
+"""Settings are validated once, every bad one named in one error; http only for loopback."""
 
 import os
 import sys
@@ -37,11 +37,86 @@ def test_defaults_are_safe() -> None:
         ({"POLL_MAX_SECONDS": "1", "POLL_INITIAL_SECONDS": "5"}, "POLL_MAX_SECONDS"),
         ({"POLLS_PER_GENERATION": "2.5"}, "POLLS_PER_GENERATION"),
         ({"DEFAULT_DEADLINE_SECONDS": "99999999"}, "DEFAULT_DEADLINE_SECONDS"),
+        ({"ALLOWED_AGENTS": ","}, "ALLOWED_AGENTS"),
+        ({"ALLOWED_AGENTS": "asst_1, my agent"}, "ALLOWED_AGENTS"),
+        ({"ALLOWED_AGENTS": "asst_1,_hidden"}, "ALLOWED_AGENTS"),
+        ({"ALLOW_CALLER_THREADS": "sometimes"}, "ALLOW_CALLER_THREADS"),
+        ({"AUTH_MODE": "apim"}, "AUTH_MODE"),
+        ({"AUTH_MODE": "app-service"}, "WEBSITE_AUTH_ENABLED"),
+        ({"AUTH_MODE": "app-service", "WEBSITE_AUTH_ENABLED": "False"}, "AUTH_MODE"),
+        ({"PUBLIC_BASE_URL": "relay.example.com/api"}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "http://relay.example.com/api"}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "https://relay.example.com/api?x=1"}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "https://relay.example.com/api#top"}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "https://user@relay.example.com/api"}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "https://relay.example.com/my api"}, "PUBLIC_BASE_URL"),
+        ({"TRUST_FORWARDED_HEADERS": "yes please"}, "TRUST_FORWARDED_HEADERS"),
     ],
 )
 def test_bad_settings_are_named(changes: dict[str, str], named: str) -> None:
-    with pytest.raises(SettingsError, match=named):
+    with pytest.raises(SettingsError, match=named) as raised:
         load_settings({**BASE, **changes})
+    assert named in raised.value.names
+
+
+def test_every_bad_setting_is_reported_at_once() -> None:
+    bad = {
+        "AZURE_AI_PROJECT_ENDPOINT": "",
+        "EVENTGRID_TOPIC_ENDPOINT": "http://example.com/api/events",
+        "EVENT_SCHEMA": "xml",
+        "POLL_MULTIPLIER": "fast",
+        "POLLS_PER_GENERATION": "2.5",
+        "ALLOWED_AGENTS": "a b",
+        "PUBLIC_BASE_URL": "ftp://relay.example.com",
+        "TRUST_FORWARDED_HEADERS": "maybe",
+    }
+    with pytest.raises(SettingsError) as raised:
+        load_settings(bad)
+    assert sorted(raised.value.names) == sorted(bad)
+    message = str(raised.value)
+    assert message.startswith(f"{len(bad)} app settings are missing or invalid")
+    for name in bad:
+        assert f"\n- {name}" in message, name
+
+
+def test_dependent_bounds_still_checked_when_the_setting_they_depend_on_is_bad() -> None:
+    # A bad initial wait falls back to the default (2) to check the longest one against.
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**BASE, "POLL_INITIAL_SECONDS": "x", "POLL_MAX_SECONDS": "1"})
+    assert raised.value.names == ("POLL_INITIAL_SECONDS", "POLL_MAX_SECONDS")
+
+
+def test_caller_isolation_and_public_url_defaults() -> None:
+    settings = load_settings(BASE)
+    assert settings.allowed_agents is None  # every agent: unsafe for a shared deployment
+    assert not settings.allow_caller_threads
+    assert settings.auth_mode == "function-key"
+    assert settings.public_base_url is None
+    assert not settings.trust_forwarded_headers
+
+
+def test_caller_isolation_and_public_url_settings_are_read() -> None:
+    settings = load_settings(
+        {
+            **BASE,
+            "ALLOWED_AGENTS": " asst_abc123 ,, support-bot,asst_abc123 ",
+            "ALLOW_CALLER_THREADS": "TRUE",
+            "AUTH_MODE": "App-Service",
+            "WEBSITE_AUTH_ENABLED": "True",
+            "PUBLIC_BASE_URL": "https://relay.example.com/api/",
+            "TRUST_FORWARDED_HEADERS": "1",
+        }
+    )
+    assert settings.allowed_agents == {"asst_abc123", "support-bot"}
+    assert settings.allow_caller_threads
+    assert settings.auth_mode == "app-service"
+    assert settings.public_base_url == "https://relay.example.com/api"
+    assert settings.trust_forwarded_headers
+    # The platform flag is read like the Functions host reads it (a bool, else an integer).
+    platform_on = {**BASE, "AUTH_MODE": "app-service", "WEBSITE_AUTH_ENABLED": "1"}
+    assert load_settings(platform_on).auth_mode == "app-service"
+    loopback = load_settings({**BASE, "PUBLIC_BASE_URL": "http://127.0.0.1:7071/api"})
+    assert loopback.public_base_url == "http://127.0.0.1:7071/api"
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.8.9.10", "[::1]"])
@@ -63,6 +138,16 @@ def test_the_app_refuses_to_start_with_a_bad_setting() -> None:
     result = run_captured([sys.executable, "-c", "import function_app"], env=env, timeout=60)
     assert result.returncode != 0
     assert "EVENTGRID_TOPIC_ENDPOINT" in result.stderr
+
+
+def test_the_app_names_every_bad_setting_when_it_refuses_to_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_AI", "EVENTGRID"))}
+    env.update(BASE, EVENTGRID_TOPIC_ENDPOINT="", POLL_JITTER="2", AUTH_MODE="app-service")
+    env.pop("WEBSITE_AUTH_ENABLED", None)
+    result = run_captured([sys.executable, "-c", "import function_app"], env=env, timeout=60)
+    assert result.returncode != 0
+    for name in ("EVENTGRID_TOPIC_ENDPOINT", "POLL_JITTER", "AUTH_MODE", "WEBSITE_AUTH_ENABLED"):
+        assert name in result.stderr, name
 
 
 def test_proxy_and_netrc_lookups_only_when_configured(tmp_path: Path) -> None:

@@ -7,7 +7,13 @@ import pytest
 
 from shared.problems import Problem
 from shared.settings import load_settings
-from shared.submission import MAX_BODY_BYTES, parse_json_body, validate_submission
+from shared.submission import (
+    MAX_BODY_BYTES,
+    Submission,
+    authorize_submission,
+    parse_json_body,
+    validate_submission,
+)
 
 SETTINGS = load_settings(
     {
@@ -97,3 +103,53 @@ def test_body_decoding_errors_have_their_own_statuses() -> None:
     assert parse_json_body(json.dumps({"a": 1}).encode(), "application/json; charset=utf-8") == {
         "a": 1
     }
+
+
+def test_the_caller_travels_with_the_submission_and_may_be_absent() -> None:
+    submission = validate_submission({"agentId": "asst_1", "input": "hi"}, SETTINGS)
+    assert submission.caller is None
+    tagged = Submission.from_dict({**submission.to_dict(), "caller": "key:" + "0" * 32})
+    assert tagged.caller == "key:" + "0" * 32
+    assert Submission.from_dict(tagged.to_dict()) == tagged
+    older = submission.to_dict()
+    del older["caller"]  # an orchestration input written before the field existed
+    assert Submission.from_dict(older) == submission
+
+
+def settings_with(**values: str) -> Any:
+    return load_settings(
+        {
+            "AZURE_AI_PROJECT_ENDPOINT": "https://x.services.ai.azure.com/api/projects/p",
+            "EVENTGRID_TOPIC_ENDPOINT": "https://t.westus-1.eventgrid.azure.net/api/events",
+            **values,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "body", "field"),
+    [
+        ({}, {"agentId": "asst_any", "input": "x"}, None),
+        ({}, {"agentId": "asst_any", "input": "x", "threadId": "thread_1"}, "threadId"),
+        ({"ALLOW_CALLER_THREADS": "true"}, {"agentId": "a", "input": "x", "threadId": "t"}, None),
+        ({"ALLOWED_AGENTS": "asst_1,bot"}, {"agentId": "bot", "input": "x"}, None),
+        ({"ALLOWED_AGENTS": "asst_1,bot"}, {"agentId": "asst_2", "input": "x"}, "agentId"),
+        ({"ALLOWED_AGENTS": "asst_1"}, {"agentId": "ASST_1", "input": "x"}, "agentId"),
+        (
+            {"ALLOWED_AGENTS": "asst_1"},
+            {"agentId": "asst_2", "input": "x", "threadId": "t"},
+            "agentId",
+        ),
+    ],
+)
+def test_submissions_this_relay_does_not_allow_are_403(
+    values: dict[str, str], body: dict[str, Any], field: str | None
+) -> None:
+    settings = settings_with(**values)
+    submission = validate_submission(body, settings)
+    if field is None:
+        authorize_submission(submission, settings)
+        return
+    with pytest.raises(Problem) as refused:
+        authorize_submission(submission, settings)
+    assert (refused.value.status, refused.value.field) == (403, field)

@@ -24,6 +24,7 @@ FAULT_KINDS = frozenset(
         "malformed_json",
         "404",
         "401",
+        "403",
         "500_after_apply",
         # Streaming run creation only: the run is created, then the event stream is cut
         # after its first event, or ends ("done") before any terminal event.

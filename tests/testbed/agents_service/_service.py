@@ -95,6 +95,13 @@ _FAULT_ERRORS: dict[str, ApiError] = {
         "unauthorized",
         "Access token is missing, invalid, audience is incorrect, or have expired.",
     ),
+    # What a Foundry project answers while the caller's role assignment has not propagated.
+    "403": ApiError(
+        403,
+        "PermissionDenied",
+        "The principal lacks the required data action "
+        "Microsoft.CognitiveServices/accounts/AIServices/agents/write to perform this operation.",
+    ),
 }
 
 
