@@ -10,6 +10,15 @@ NPM_STAMP := node_modules/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
+# The Functions Python worker's indexing code (azure-functions-runtime: loader + Registry) for
+# tests/test_worker_indexing.py. It declares Python >=3.13 and, for its own process, grpc and
+# protobuf pins; only its pure-Python loader is needed, run by the app's .venv, so it goes into a
+# folder of its own, without dependencies (the app's azure-functions is the one it indexes with).
+WORKER_DIR := .venv-worker
+WORKER_STAMP := $(WORKER_DIR)/.installed
+# azure-functions-doctor (tests/test_doctor.py) has pins of its own (pydantic, typer, rich).
+DOCTOR_VENV := .venv-doctor
+DOCTOR_STAMP := $(DOCTOR_VENV)/.installed
 AZURITE_DIR := .azurite
 
 .PHONY: start check-core-tools services-up services-down bench test lint typecheck unit install clean
@@ -35,6 +44,18 @@ $(INFRA_STAMP): infra/requirements-checks.txt
 	$(INFRA_VENV)/bin/python -m pip install --quiet -r infra/requirements-checks.txt
 	touch $@
 
+$(WORKER_STAMP): requirements-worker.txt $(PIP_STAMP)
+	rm -rf $(WORKER_DIR)
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python \
+	  --target $(WORKER_DIR)/site-packages -r requirements-worker.txt
+	touch $@
+
+$(DOCTOR_STAMP): requirements-doctor.txt
+	$(PYTHON) -m venv $(DOCTOR_VENV)
+	$(DOCTOR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCTOR_VENV)/bin/python -m pip install --quiet -r requirements-doctor.txt
+	touch $@
+
 $(NPM_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
@@ -48,7 +69,7 @@ lint: $(PIP_STAMP)
 typecheck: $(PIP_STAMP)
 	$(VENV)/bin/mypy function_app.py shared tests bench
 
-unit: $(PIP_STAMP) $(INFRA_STAMP) $(NPM_STAMP)
+unit: $(PIP_STAMP) $(INFRA_STAMP) $(NPM_STAMP) $(WORKER_STAMP) $(DOCTOR_STAMP)
 	$(PY) -m pytest
 
 test: lint typecheck unit
@@ -98,12 +119,31 @@ services-down:
 	  rm -f $(OFFLINE_PID); echo "offline services stopped"; \
 	else echo "offline services are not running"; fi
 
+# Extra Azurite options (e.g. other ports: --blobPort 20000 --queuePort 20001 --tablePort 20002).
+AZURITE_ARGS ?=
+
+# Azurite (npx, its shell and node) runs in a session of its own, so that stopping it stops the
+# whole process group: killing npx alone left node listening. It is stopped, and the offline
+# services with it, however `func` ends (exit, Ctrl-C, TERM). setsid() through the venv's
+# Python works where the setsid command does not exist (macOS).
 start: check-core-tools $(PIP_STAMP) $(NPM_STAMP) $(SETTINGS)
 	mkdir -p $(AZURITE_DIR)
 	@set -e; \
-	npx azurite --silent --skipApiVersionCheck --location $(AZURITE_DIR) \
-	  --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 & azurite_pid=$$!; \
-	trap 'kill $$azurite_pid 2>/dev/null; $(MAKE) --no-print-directory services-down SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR)' EXIT INT TERM; \
+	$(PY) -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' \
+	  npx azurite --silent --skipApiVersionCheck --location $(AZURITE_DIR) \
+	  --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 $(AZURITE_ARGS) & \
+	azurite_pgid=$$!; \
+	stop_azurite() { \
+	  kill -TERM -- -$$azurite_pgid 2>/dev/null || return 0; \
+	  for i in $$(seq 1 50); do kill -0 -- -$$azurite_pgid 2>/dev/null || break; sleep 0.1; done; \
+	  kill -KILL -- -$$azurite_pgid 2>/dev/null || true; \
+	  wait $$azurite_pgid 2>/dev/null || true; \
+	}; \
+	cleanup() { \
+	  stop_azurite; \
+	  $(MAKE) --no-print-directory services-down SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR); \
+	}; \
+	trap cleanup EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
 	if $(PY) -c "import sys; from pathlib import Path; from tests.testbed.offline import uses_local_services; sys.exit(0 if uses_local_services(Path('$(SETTINGS)')) else 1)"; then \
 	  $(MAKE) --no-print-directory services-up SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR) FUNCTIONS_PORT=$(FUNCTIONS_PORT); \
 	  echo; echo "Offline mode. Submit a run (the echo agent answers in about 3 s):"; \
@@ -114,4 +154,4 @@ start: check-core-tools $(PIP_STAMP) $(NPM_STAMP) $(SETTINGS)
 	. $(VENV)/bin/activate && func start --python --port $(FUNCTIONS_PORT)
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) node_modules $(AZURITE_DIR) $(OFFLINE_DIR) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) $(WORKER_DIR) $(DOCTOR_VENV) node_modules $(AZURITE_DIR) $(OFFLINE_DIR) .mypy_cache .ruff_cache .pytest_cache

@@ -53,7 +53,7 @@ def baseline_monitor(
         offset += int(waits[polls - 1]) if waits is not None else int(spec["intervalUs"])
 
 
-async def baseline_poll(payload: dict[str, Any]) -> dict[str, Any]:
+async def baseline_poll(payload: dict) -> dict[str, Any]:  # type: ignore[type-arg]
     return await agents_calls.poll_run(
         payload["submissionId"], payload["threadId"], payload["runId"]
     )

@@ -13,7 +13,7 @@ from typing import Any
 from azure.ai.agents.aio import AgentsClient
 from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid.aio import EventGridPublisherClient
-from azure.identity.aio import DefaultAzureCredential
+from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
 from .loopback import AllowHttpOnLoopbackPolicy, LoopbackCredential
 from .settings import Settings, get_settings
@@ -43,10 +43,19 @@ class ProcessClients:
 _clients: dict[int, tuple[asyncio.AbstractEventLoop, ProcessClients]] = {}
 
 
-def azure_credential(settings: Settings) -> DefaultAzureCredential:
-    """The credential for real endpoints: managed identity in Azure, dev logins elsewhere."""
-    # AZURE_CLIENT_ID selects a user-assigned managed identity (DefaultAzureCredential reads
-    # it too; passing it explicitly documents the intent).
+def azure_credential(settings: Settings) -> ManagedIdentityCredential | DefaultAzureCredential:
+    """The credential for real endpoints: the app's managed identity in Azure, dev logins
+    elsewhere.
+
+    In Azure (the platform sets its managed identity endpoint, `settings.managed_identity`)
+    it is `ManagedIdentityCredential` for AZURE_CLIENT_ID (the user-assigned identity; unset:
+    the system-assigned one): one token source, nothing else in the environment (a service
+    principal's variables, a developer login) can be picked up instead, and a missing
+    identity fails as such. Only for local development is it `DefaultAzureCredential`, whose
+    chain finds the developer's Azure CLI / azd / IDE login.
+    """
+    if settings.managed_identity:
+        return ManagedIdentityCredential(client_id=settings.azure_client_id)
     return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
 
 

@@ -57,9 +57,10 @@ def bounded_custom_status(
 ) -> dict[str, Any]:
     """`status` with its tool-call list (and, if need be, its strings) cut to fit `budget`.
 
-    `status["requiredAction"]["toolCalls"]` may be any length: as many calls as fit are kept
-    (arguments cut at 1024 characters), `toolCallCount` says how many there are and
-    `truncated` whether some are left out (the AgentRunRequiresAction event has them all).
+    `status["requiredAction"]["toolCalls"]` may be any length: every call is listed with its
+    arguments cut at 1024 characters, or shorter so that all fit; only when even the ids and
+    names do not fit are later calls left out (`truncated`; `toolCallCount` says how many
+    there are, and the AgentRunRequiresAction event has them all).
     """
     result = dict(status)
     if isinstance(result.get("lastError"), dict):
@@ -84,11 +85,26 @@ def bounded_custom_status(
     else:
         return {"status": result.get("status"), "phase": result.get("phase"), "truncated": True}
     if isinstance(action, dict):
-        kept = action["toolCalls"]
-        for call in calls:
-            kept.append(call)
-            if utf16_json_size(result) > budget:
-                kept.pop()
-                action["truncated"] = True
-                break
+        _fit_calls(result, action, calls, budget)
     return result
+
+
+def _fit_calls(
+    result: dict[str, Any], action: dict[str, Any], calls: list[dict[str, Any]], budget: int
+) -> None:
+    """Every call with its arguments cut to a fair share; or, failing that, the first calls."""
+    share = STATUS_ARGUMENTS_MAX_CHARS
+    while share > 0:
+        action["toolCalls"] = [{**c, "arguments": c["arguments"][:share]} for c in calls]
+        if utf16_json_size(result) <= budget:
+            return
+        spare = budget - utf16_json_size({**result, "requiredAction": {**action, "toolCalls": []}})
+        fair = spare // (4 * max(len(calls), 1))  # four bytes: a character may be astral
+        share = min(share // 2, max(fair, 0))
+    kept = action["toolCalls"] = []
+    for call in calls:
+        kept.append({**call, "arguments": ""})
+        if utf16_json_size(result) > budget:
+            kept.pop()
+            action["truncated"] = True
+            return

@@ -155,8 +155,19 @@ def caller_identity(req: func.HttpRequest, settings: Settings) -> str:
             field=FUNCTION_KEY_HEADER,
             code="caller-unidentified",
         )
+    return key_caller(key)
+
+
+def key_caller(key: str) -> str:
+    """The caller a function key identifies: "key:" + 32 hex digits of a SHA-256 of the key."""
     material = f"agent-run-relay/caller\x1f{key}".encode("utf-8", "surrogatepass")
     return "key:" + hashlib.sha256(material).hexdigest()[:32]
+
+
+def idempotent_submission_id(caller: str, key: str) -> str:
+    """The submission id of a caller's Idempotency-Key (two callers' keys never meet)."""
+    scoped = f"idempotency-key\x1f{caller}\x1f{key}"
+    return hashlib.sha256(scoped.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _idempotency(req: func.HttpRequest, body: bytes, caller: str) -> tuple[str, str] | None:
@@ -168,9 +179,7 @@ def _idempotency(req: func.HttpRequest, body: bytes, caller: str) -> tuple[str, 
         return None
     if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
         raise bad_request("Idempotency-Key", "Idempotency-Key must be 1 to 200 printable ASCII")
-    scoped = f"idempotency-key\x1f{caller}\x1f{key}"
-    submission_id = hashlib.sha256(scoped.encode()).hexdigest()[:32]
-    return submission_id, hashlib.sha256(body).hexdigest()
+    return idempotent_submission_id(caller, key), hashlib.sha256(body).hexdigest()
 
 
 def _decoded_input(value: Any) -> dict[str, Any]:

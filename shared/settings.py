@@ -78,6 +78,8 @@ class Settings:
     # How long one service call may take before it counts as a transient failure.
     read_timeout_seconds: float = 30.0
     azure_client_id: str | None = None
+    # Whether the platform's managed identity endpoint is there: the app runs in Azure.
+    managed_identity: bool = False
     # Whether an HTTP proxy or a netrc file is configured for the SDKs to use.
     http_environment: bool = False
     # Agents a submission may name (ids or names); None: every agent (unsafe when shared).
@@ -164,6 +166,16 @@ def http_environment_configured(env: Mapping[str, str]) -> bool:
     return bool(home) and any(
         os.path.exists(os.path.join(str(home), name)) for name in (".netrc", "_netrc")
     )
+
+
+# Set by App Service and Azure Functions for an app with a managed identity (MSI_ENDPOINT is
+# the older alias): https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference
+MANAGED_IDENTITY_VARIABLES = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT")
+
+
+def managed_identity_available(env: Mapping[str, str]) -> bool:
+    """Whether the app runs where the platform gives it a managed identity endpoint (Azure)."""
+    return any(env.get(name, "").strip() for name in MANAGED_IDENTITY_VARIABLES)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -341,6 +353,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         fast_path_seconds=fast_path,
         read_timeout_seconds=read_timeout,
         azure_client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
+        managed_identity=managed_identity_available(env),
         http_environment=http_environment_configured(env),
         allowed_agents=allowed_agents,
         allow_caller_threads=allow_caller_threads,

@@ -57,7 +57,9 @@ def post(
 
 
 def orchestration_input(bed: RelayBed, submission_id: str) -> dict[str, Any]:
-    value: Any = bed.host.instance(submission_id).input
+    instance = bed.host.instance(submission_id)
+    assert instance is not None
+    value: Any = instance.input
     while isinstance(value, str):  # the extension keeps the client's JSON text
         value = json.loads(value)
     assert isinstance(value, dict)
@@ -158,6 +160,19 @@ def test_the_caller_is_a_hash_of_the_function_key_never_the_key(bed: RelayBed) -
         stored = json.dumps(orchestration_input(bed, submission_id))
         assert keys.function_key not in stored
         assert keys.master_key not in stored
+
+
+def test_the_caller_is_the_key_the_host_checked(bed: RelayBed) -> None:
+    """Like the host, the header wins over `code` (even an empty header: then the host refuses)."""
+    keys = bed.host.keys
+    body = {"agentId": bed.agent_id, "input": "hello"}
+    header_only = accepted(post(bed, body))
+    both = accepted(post(bed, body, query={"code": keys.master_key}))
+    assert caller_of(bed, both) == caller_of(bed, header_only)
+    empty_header = post(
+        bed, body, {"x-functions-key": ""}, key=None, query={"code": keys.function_key}
+    )
+    assert empty_header.status_code == 401
 
 
 def test_principal_headers_are_ignored_unless_app_service_authentication_is_trusted(

@@ -173,9 +173,17 @@ def test_two_hour_polling_with_continue_as_new_is_fast_and_bounded(host: Emulate
     assert elapsed < 1.0, f"2 h of polling took {elapsed:.2f} s of wall time"
     assert view.generation == 23
     assert len(view.history_lengths) == 24
-    # Every full generation: start + 10 x (timer + activity) episodes, closed by ContinueAsNew.
-    assert max(view.history_lengths) == 4 + 10 * 8
+    # Every full generation: start + 10 x (timer + activity) episodes, closed by ContinueAsNew
+    # (DTFx appends no OrchestratorCompleted after it). A continued generation's first episode
+    # has one more event: the OrchestratorCompleted DTFx puts after its ExecutionStarted.
+    assert view.history_lengths[0] == 4 + 10 * 8 - 1
+    assert set(view.history_lengths[1:-1]) == {5 + 10 * 8 - 1}
     assert host.stats.activity_executions["check_status"] == 240
+    # Counters per generation: one timer per poll, one episode per message batch.
+    assert view.timers_by_generation == (10,) * 24
+    assert view.episodes_by_generation == (21,) * 24
+    assert (view.timers_created, view.episodes) == (240, 21 * 24)
+    assert host.stats.timers_created == 240
 
 
 def test_continue_as_new_carries_state_into_a_fresh_history(host: EmulatedHost) -> None:
@@ -198,8 +206,12 @@ def test_continue_as_new_carries_state_into_a_fresh_history(host: EmulatedHost) 
     assert final.output == {"polls": 5, "generations": 3}
     assert final.generation == 2
     assert len(final.history_lengths) == 3
-    # The first generation was closed by a ContinueAsNew event (DTFx ContinueAsNewEvent).
-    assert final.history_lengths[0] == 4 + 2 * 8
+    # The first generation was closed by a ContinueAsNew event (DTFx ContinueAsNewEvent), with
+    # no OrchestratorCompleted after it.
+    assert final.history_lengths[0] == 4 + 2 * 8 - 1
+    # DTFx starts a continued generation with OrchestratorStarted, ExecutionStarted (and any
+    # carried events) and OrchestratorCompleted, then records the first decisions.
+    assert kinds(final.history)[:5] == [OS, ES, OC, TCR, OC]
 
 
 # ------------------------------------------------------------------ external events

@@ -97,16 +97,31 @@ def test_starting_an_unknown_orchestrator_fails_in_the_client(host: EmulatedHost
     assert "The function 'nope' doesn't exist" in str(host.http_errors[-1])
 
 
-def test_existing_instance_is_replaced_by_default(host: EmulatedHost) -> None:
-    host.http("POST", "/api/orchestrators/wait_for_go", query={"instance_id": "dup"})
-    host.run_until_idle()
-    again = host.http("POST", "/api/orchestrators/hello_sequence", query={"instance_id": "dup"})
-    assert again.status_code == 202
-    view = host.run_until_complete("dup")
-    assert (view.name, view.output) == (
-        "hello_sequence",
-        ["Hello Tokyo!", "Hello Seattle!", "Hello London!"],
+def test_any_state_setting_replaces_a_running_instance(tmp_path: Path) -> None:
+    # The extension's default is NonRunningStates (tests/test_functions_host_rules.py).
+    host_json = tmp_path / "host.json"
+    host_json.write_text(
+        json.dumps(
+            {
+                "version": "2.0",
+                "extensions": {
+                    "http": {"routePrefix": "api"},
+                    "durableTask": {"overridableExistingInstanceStates": "AnyState"},
+                },
+            }
+        )
     )
+    basic_app.reset_state()
+    with EmulatedHost(BASIC, host_json=host_json) as host:
+        host.http("POST", "/api/orchestrators/wait_for_go", query={"instance_id": "dup"})
+        host.run_until_idle()
+        again = host.http("POST", "/api/orchestrators/hello_sequence", query={"instance_id": "dup"})
+        assert again.status_code == 202
+        view = host.run_until_complete("dup")
+        assert (view.name, view.output) == (
+            "hello_sequence",
+            ["Hello Tokyo!", "Hello Seattle!", "Hello London!"],
+        )
 
 
 def test_non_running_states_setting_refuses_a_running_instance(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,135 @@ def test_only_one_host_may_be_open_at_a_time() -> None:
         second.start()
     with EmulatedHost(f"{SAMPLES}.basic_app") as host:  # fine once the first one closed
         assert "ping" in host.functions
+
+
+# ---------------------------------------------------------------- the worker's annotation rules
+# (indexing.check_annotations; tests/test_worker_indexing.py runs the real worker on the same
+# cases and on the app)
+
+ANNOTATION_APP = """
+import typing
+from typing import Any, Optional, TypedDict
+
+import azure.durable_functions as df
+import azure.functions as func
+
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+class Payload(TypedDict):
+    id: str
+
+
+{function}
+"""
+
+
+@pytest.fixture
+def annotated_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], str]]:
+    """Writes an app module with one function (source) and returns the module's name."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names: list[str] = []
+
+    def make(function: str) -> str:
+        name = f"annotation_app_{len(names)}"
+        (tmp_path / f"{name}.py").write_text(ANNOTATION_APP.format(function=function))
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def activity(annotation: str, returns: str = "None") -> str:
+    return (
+        '@app.activity_trigger(input_name="payload")\n'
+        f"def act(payload: {annotation}) -> {returns}:\n"
+        "    return None\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("annotation", "shown"),
+    [
+        ("dict[str, Any]", "dict[str, typing.Any]"),
+        ("list[str]", "list[str]"),
+        ("tuple[str, int]", "tuple[str, int]"),
+        ("dict | None", "dict | None"),
+        ("Optional[dict]", "typing.Optional[dict]"),
+    ],
+)
+def test_a_generic_alias_or_union_on_a_binding_is_refused_as_the_worker_refuses_it(
+    annotated_app: Callable[[str], str], annotation: str, shown: str
+) -> None:
+    # The Python worker's message (functions.Registry.validate_function_params): the whole app
+    # fails to load.
+    host = EmulatedHost(annotated_app(activity(annotation)))
+    with pytest.raises(IndexingError) as raised:
+        host.start()
+    assert str(raised.value) == (
+        f"cannot load the act function: binding payload has invalid non-type annotation {shown}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("annotation", "returns"),
+    [
+        ("dict", "dict[str, Any]"),  # the return of an activity is not checked
+        ("typing.Dict[str, Any]", "dict[str, Any] | None"),
+        ("typing.List[str]", "list[str]"),
+        ("str", "str"),
+        ("int", "int"),
+        ("Any", "Any"),
+        ("Payload", "Payload"),
+    ],
+)
+def test_classes_and_typing_generics_are_accepted(
+    annotated_app: Callable[[str], str], annotation: str, returns: str
+) -> None:
+    with EmulatedHost(annotated_app(activity(annotation, returns))) as host:
+        assert host.functions["act"].trigger_type == "activityTrigger"
+
+
+def test_an_unannotated_binding_is_accepted(annotated_app: Callable[[str], str]) -> None:
+    function = '@app.activity_trigger(input_name="payload")\ndef act(payload):\n    return None\n'
+    with EmulatedHost(annotated_app(function)) as host:
+        assert "act" in host.functions
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        (
+            '@app.route(route="r")\n'
+            "def f(req: func.HttpRequest) -> func.HttpResponse | None:\n    return None\n",
+            "cannot load the f function: has invalid non-type return annotation "
+            "azure.functions._http.HttpResponse | None",
+        ),
+        (
+            '@app.route(route="r")\ndef f(req: func.HttpRequest) -> dict:\n    return {}\n',
+            'cannot load the f function: Python return annotation "dict" does not match '
+            'binding type "http"',
+        ),
+        (
+            '@app.event_grid_trigger(arg_name="event")\ndef f(event: dict) -> None:\n'
+            "    return None\n",
+            "cannot load the f function: 'event' binding type \"eventGridTrigger\" and dataType "
+            '"None" in function definition (function.json or function decorators) do not match '
+            'the corresponding function parameter\'s Python type annotation "dict"',
+        ),
+    ],
+    ids=["http-union-return", "http-dict-return", "eventgrid-dict-event"],
+)
+def test_returns_and_converters_are_checked_as_the_worker_checks_them(
+    annotated_app: Callable[[str], str], function: str, message: str
+) -> None:
+    host = EmulatedHost(annotated_app(function))
+    with pytest.raises(IndexingError) as raised:
+        host.start()
+    assert str(raised.value) == message

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.submission import MAX_BODY_BYTES
+from tests.app_settings import changed_settings
 from tests.relay_bed import RelayBed, relay_bed
 
 
@@ -42,6 +43,48 @@ def test_accepted_submissions_point_at_their_status(bed: RelayBed) -> None:
     assert "code=" not in response.get_body().decode()
     assert "terminatePostUri" not in body
     assert bed.status(body["id"])["status"] in ("pending", "running")
+
+
+FORWARDED = {"X-Forwarded-Host": "relay.example.com", "X-Forwarded-Proto": "https"}
+
+
+def urls_for(bed: RelayBed, headers: dict[str, str]) -> list[str]:
+    """The status URLs of a submission and of its cancel: body and Location agree."""
+    submitted = bed.post_run({"agentId": bed.agent_id, "input": "hi"}, headers)
+    body = json.loads(submitted.get_body())
+    cancel = bed.host.http("POST", f"/api/runs/{body['id']}/cancel", headers=headers)
+    urls = []
+    for response in (submitted, cancel):
+        assert response.status_code == 202, response.get_body()
+        url = json.loads(response.get_body())["statusUrl"]
+        assert response.headers["Location"] == url
+        assert url.endswith(f"/runs/{body['id']}")
+        urls.append(url.removesuffix(f"/runs/{body['id']}"))
+    return urls
+
+
+def test_forwarded_headers_are_ignored_by_default(bed: RelayBed) -> None:
+    # Anyone can send them: honouring them would let a client put its own host in the links.
+    assert urls_for(bed, FORWARDED) == ["http://localhost:7071/api"] * 2
+
+
+def test_forwarded_headers_set_the_origin_when_trusted(bed: RelayBed) -> None:
+    with changed_settings(bed, TRUST_FORWARDED_HEADERS="true"):
+        assert urls_for(bed, FORWARDED) == ["https://relay.example.com/api"] * 2
+        # The first value is the host the client addressed; later proxies append theirs.
+        chain = {"X-Forwarded-Host": "Relay.Example.com:8443, internal:80"}
+        assert urls_for(bed, chain) == ["http://relay.example.com:8443/api"] * 2
+        for unusable in ("evil.example/path", "a b", "x:99999", "", "@evil", "ex ample.com"):
+            headers = {"X-Forwarded-Host": unusable, "X-Forwarded-Proto": "gopher"}
+            assert urls_for(bed, headers) == ["http://localhost:7071/api"] * 2, unusable
+
+
+def test_public_base_url_wins_over_everything(bed: RelayBed) -> None:
+    with changed_settings(
+        bed, PUBLIC_BASE_URL="https://gw.example.com/relay/", TRUST_FORWARDED_HEADERS="true"
+    ):
+        assert urls_for(bed, FORWARDED) == ["https://gw.example.com/relay"] * 2
+        assert urls_for(bed, {}) == ["https://gw.example.com/relay"] * 2
 
 
 def test_routes_need_the_function_key(bed: RelayBed) -> None:
@@ -109,6 +152,6 @@ def test_no_body_produces_a_server_error(bed: RelayBed, body: bytes) -> None:
     response = bed.host.http(
         "POST", "/api/runs", body=body, headers={"Content-Type": "application/json"}
     )
-    assert response.status_code in (202, 400, 413)
+    assert response.status_code in (202, 400, 403, 413)
     if response.status_code != 202:
         assert_problem(response, response.status_code)

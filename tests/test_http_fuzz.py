@@ -10,7 +10,9 @@ bytes, long) and keys (header, `code` query, none, wrong).
 Every response must be 2xx or 4xx, every 4xx but the host's 401 a problem+json whose `status`
 is the response's, with a title and a detail, and every response must conform to
 docs/openapi.yaml. Where the outcome is decided by the request alone (the key, the size, the
-media type, an unknown id, a pristine valid body) the exact status is asserted too.
+media type, an unknown id, a pristine valid body) the exact status is asserted too. The app
+runs with `ALLOWED_AGENTS` set to the bed's agent and caller threads off (the default), so
+valid bodies naming another agent or a thread are 403s.
 
 One bed for the module; no orchestration is driven once the fuzzing starts, so accepted
 submissions stay pending and the waiting one keeps waiting.
@@ -32,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.submission import KNOWN_FIELDS, MAX_BODY_BYTES
+from tests.app_settings import changed_settings
 from tests.relay_bed import RelayBed, relay_bed
 from tests.test_openapi_conformance import (
     COMPLETED,
@@ -64,7 +67,7 @@ IDEMPOTENCY_KEY_SCHEMA = "/components/parameters/IdempotencyKey/schema"
 CALL_IDS = [str(call["id"]) for call in TOOL_CALLS]
 # Every route's statuses the fuzzing must reach (so the cases are not all alike).
 EXPECTED_STATUSES = {
-    "POST /runs": {202, 400, 401, 409, 413, 415},
+    "POST /runs": {202, 400, 401, 403, 409, 413, 415},
     "GET /runs/{id}": {200, 401, 404},
     "POST /runs/{id}/cancel": {202, 401, 404, 409},
     "POST /runs/{id}/tool-outputs": {202, 400, 401, 404, 409, 413, 415},
@@ -97,8 +100,13 @@ def fuzzed() -> Iterator[Fuzzed]:
         waiting = bed.submit()
         wait_for_requires_action(bed, waiting)
         pending = bed.submit()  # never driven: stays pending
+        # The keys the fuzzing reuses most are taken: a valid body sent with one is a 409.
+        for key in ("order-1", "order-2"):
+            taken = {"agentId": bed.agent_id, "input": f"the fixture's {key}"}
+            assert bed.post_run(taken, {"Idempotency-Key": key}).status_code == 202
         state = Fuzzed(bed, pending=pending, waiting=waiting, done=done)
-        yield state
+        with changed_settings(bed, ALLOWED_AGENTS=bed.agent_id):
+            yield state
 
 
 # --- strategies ------------------------------------------------------------------------------
@@ -146,7 +154,8 @@ def pollings(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def submissions(draw: st.DrawFn, agent_id: str) -> dict[str, Any]:
     """A body the documentation says is valid."""
-    body: dict[str, Any] = {"agentId": draw(st.just(agent_id) | agents_ids)}
+    # Mostly the allowed agent (ALLOWED_AGENTS), so that most valid bodies get past the 403.
+    body: dict[str, Any] = {"agentId": draw(st.sampled_from([agent_id] * 3) | agents_ids)}
     if draw(st.booleans()):
         body["input"] = draw(non_blank)
     else:
@@ -433,7 +442,8 @@ def headers(draw: st.DrawFn, idempotency: bool = False) -> Headers:
 
 
 idempotency_keys = (
-    st.sampled_from(["order-1", "order-2", "order-1 ", "", " ", "\t", "é", "a\r\nb", "\x00"])
+    st.sampled_from(["order-1", "order-2"])  # reused often enough to reach the 409
+    | st.sampled_from(["order-1", "order-2", "order-1 ", "", " ", "\t", "é", "a\r\nb", "\x00"])
     | st.text(max_size=60)
     | st.text(PRINTABLE, min_size=1, max_size=210)
     | st.integers(150, 5000).map(lambda n: "k" * n)
@@ -595,6 +605,13 @@ def test_fuzz_submit(fuzzed: Fuzzed) -> None:
         queries,
     )
 
+    def refused_field(data: bytes) -> str | None:
+        """The field a pristine body is refused for (403), if it is."""
+        decoded = json.loads(data)
+        if decoded["agentId"] != fuzzed.bed.agent_id:
+            return "agentId"
+        return "threadId" if decoded.get("threadId") is not None else None
+
     def case(drawn: tuple[Body, Headers, Auth, str, str, dict[str, str] | None]) -> None:
         body, sent, auth, api, runs, query = drawn
         path = f"/{api}/{runs}"
@@ -611,9 +628,13 @@ def test_fuzz_submit(fuzzed: Fuzzed) -> None:
                 assert status == 415
             elif body.pristine:
                 key_errors = None if key is None else schema_errors(IDEMPOTENCY_KEY_SCHEMA, key)
+                refused = refused_field(body.data)
                 if key_errors:
                     assert status == 400
                     assert json.loads(outcome.response.get_body())["field"] == "Idempotency-Key"
+                elif refused is not None:
+                    assert status == 403
+                    assert json.loads(outcome.response.get_body())["field"] == refused
                 else:
                     assert status in ((202, 409) if key is not None else (202,))
             elif not body.json_ok:

@@ -16,14 +16,12 @@ import pytest
 from shared.custom_status import CUSTOM_STATUS_LIMIT_BYTES, utf16_json_size
 from shared.timefmt import from_iso
 from tests.relay_bed import RelayBed, relay_bed
-from tests.testbed.agents_service import FaultRule, RunScript, make_sync_client
 from tests.test_lifecycle import completed_events, post, wait_for_requires_action
+from tests.testbed.agents_service import FaultRule, RunScript, make_sync_client
 
 
 def requires_action_events(bed: RelayBed, submission_id: str) -> list[dict[str, Any]]:
-    return [
-        e for e in bed.events_for(submission_id) if e["eventType"] == "AgentRunRequiresAction"
-    ]
+    return [e for e in bed.events_for(submission_id) if e["eventType"] == "AgentRunRequiresAction"]
 
 
 def tool_script(count: int, argument_chars: int = 1000) -> RunScript:
@@ -156,9 +154,7 @@ def test_polls_slow_down_while_the_relay_waits_for_tool_outputs() -> None:
         final = bed.complete(submission_id)
         assert final["cancellationReason"] == "tool_outputs_timeout"
         gets = bed.agents.calls("runs.get")
-        waiting = [
-            r for r in gets if r.response and r.response.get("status") == "requires_action"
-        ]
+        waiting = [r for r in gets if r.response and r.response.get("status") == "requires_action"]
         # An hour of waiting: a poll every 5 minutes, not every 30 s (120 polls).
         assert 10 <= len(waiting) <= 15
         (cancel,) = bed.agents.calls("runs.cancel")

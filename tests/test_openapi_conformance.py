@@ -31,6 +31,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from shared.submission import MAX_BODY_BYTES
+from tests.app_settings import changed_settings
 from tests.relay_bed import TERMINAL_SCRIPTS, RelayBed, relay_bed
 from tests.testbed.agents_service import RunScript
 
@@ -555,6 +556,21 @@ def error_scenarios(rec: Recorder, bed: RelayBed) -> None:
         assert by_query.status in (400, 404)
 
 
+def forbidden_scenarios(rec: Recorder, bed: RelayBed) -> None:
+    """Submissions the deployment does not allow: another agent, a thread, no principal."""
+    body = {"agentId": bed.agent_id, "input": "x"}
+    with changed_settings(bed, ALLOWED_AGENTS=bed.agent_id, ALLOW_CALLER_THREADS=None):
+        other = rec.http(bed, "POST", "/api/runs", {**body, "agentId": "asst_other"}, note="agent")
+        assert (other.status, other.json()["field"]) == (403, "agentId")
+        thread = rec.http(bed, "POST", "/api/runs", {**body, "threadId": "thread_1"}, note="thread")
+        assert (thread.status, thread.json()["field"]) == (403, "threadId")
+    with changed_settings(bed, AUTH_MODE="app-service", WEBSITE_AUTH_ENABLED="true"):
+        anonymous = rec.http(bed, "POST", "/api/runs", body, note="no principal")
+        assert (anonymous.status, anonymous.json()["field"]) == (403, "Authorization")
+        principal = {"x-ms-client-principal-id": "00000000-0000-0000-0000-00000000000a"}
+        assert rec.http(bed, "POST", "/api/runs", body, principal, note="principal").status == 202
+
+
 def unavailable_scenarios(rec: Recorder, bed: RelayBed) -> None:
     """The Durable backend fails (the SDK client raises): every route answers 503."""
     submission_id = bed.submit()
@@ -603,8 +619,10 @@ def publishing_scenarios(rec: Recorder, bed: RelayBed) -> None:
 
 @pytest.fixture(scope="module")
 def bed() -> Iterator[RelayBed]:
-    # One host per process: every test here shares this bed (publishing gives up after 600 s).
-    with relay_bed(settings={"PUBLISH_RETRY_WINDOW_SECONDS": "600"}) as started:
+    # One host per process: every test here shares this bed (publishing gives up after 600 s;
+    # callers may name threads, so that every field of a submission is exercised).
+    settings = {"PUBLISH_RETRY_WINDOW_SECONDS": "600", "ALLOW_CALLER_THREADS": "true"}
+    with relay_bed(settings=settings) as started:
         yield started
 
 
@@ -615,6 +633,7 @@ def exchanges(bed: RelayBed) -> list[Exchange]:
     tool_output_scenarios(rec, bed)
     idempotency_scenarios(rec, bed)
     error_scenarios(rec, bed)
+    forbidden_scenarios(rec, bed)
     abnormal_end_scenarios(rec, bed)
     unavailable_scenarios(rec, bed)
     publishing_scenarios(rec, bed)
@@ -650,8 +669,54 @@ def test_every_reference_in_the_document_resolves() -> None:
     for pointer, ref in references:
         resolved = resolver.lookup(ref).contents
         assert isinstance(resolved, dict), (pointer, ref)
-    event_schema = resolver.lookup("agent-run-completed.schema.json").contents
+    event_schema = resolver.lookup("#/components/schemas/AgentRunCompletedData").contents
     assert event_schema["title"].startswith("AgentRunCompleted")
+
+
+def test_the_document_is_complete_on_its_own() -> None:
+    """As shipped: valid without a base URI, every `$ref` inside the document."""
+    from openapi_spec_validator import validate
+
+    validate(SPEC)  # no base_uri: a reference to another file would be unresolvable
+    assert [e.message for e in OpenAPIV31SpecValidator(SPEC).iter_errors()] == []
+    outside = [(pointer, ref) for pointer, ref in _references(SPEC) if not ref.startswith("#/")]
+    assert outside == []
+
+
+def test_the_inlined_event_schema_is_the_json_schema_file() -> None:
+    inlined = SPEC["components"]["schemas"]["AgentRunCompletedData"]
+    on_disk = json.loads((DOCS / "agent-run-completed.schema.json").read_text(encoding="utf-8"))
+    assert inlined == on_disk
+    result = SPEC["components"]["schemas"]["SubmissionView"]["properties"]["result"]
+    assert result["$ref"] == "#/components/schemas/AgentRunCompletedData"
+
+
+def test_the_default_server_has_the_flex_consumption_host_name_format() -> None:
+    """Apps created since June 2024 (Flex Consumption among them) get a unique default host
+    name `<app>-<hash>.<region>.azurewebsites.net`, e.g. `myapp-ds27dh7271aah175.westus-01.
+    azurewebsites.net` (App Service, "unique default hostname")."""
+    server = SPEC["servers"][0]
+    url = server["url"]
+    for name, variable in server["variables"].items():
+        url = url.replace("{" + name + "}", variable["default"])
+    assert "{" not in url
+    host = urlsplit(url).hostname or ""
+    assert re.fullmatch(
+        r"func-api-[a-z0-9]{13}-[a-z0-9]{16}\.[a-z0-9]+-\d{2}\.azurewebsites\.net", host
+    )
+    assert "func-api-${resourceToken}" in (ROOT / "infra" / "main.bicep").read_text()
+
+
+def test_idempotency_is_byte_identical_in_the_readme_and_the_document() -> None:
+    """The app compares the SHA-256 of the raw body bytes, so both say "byte-identical"."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (paragraph,) = [p for p in readme.split("\n\n") if p.startswith("- `Idempotency-Key` header")]
+    parameter = SPEC["components"]["parameters"]["IdempotencyKey"]["description"]
+    operation = SPEC["paths"]["/runs"]["post"]["description"]
+    for text in (paragraph, parameter, operation):
+        flat = " ".join(text.split())
+        assert "byte-identical body" in flat, text
+        assert "same body" not in flat, text
 
 
 def test_every_schema_in_the_document_is_a_valid_2020_12_schema() -> None:
@@ -680,7 +745,7 @@ def test_formats_and_patterns_are_really_checked() -> None:
     problem = {"type": "https://agent-run-relay/problems/x", "title": "t", "status": 400}
     assert not invalid("Problem", {**problem, "detail": "d", "instance": "/api/runs/%C3%A9"})
     assert invalid("Problem", {**problem, "detail": "d", "instance": "/api/runs/é"})
-    # The view's `result` is the event data schema from the other file.
+    # The view's `result` is the event data schema (a copy of agent-run-completed.schema.json).
     pointer = "/components/schemas/SubmissionView/properties/result"
     assert schema_errors(pointer, {"submissionId": "a" * 32}) != []
 

@@ -109,7 +109,7 @@ def _repository_files() -> list[str]:
     if git is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     listed = subprocess.run(
-        [git, "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        [git, "ls-files", "--cached", "-z"],  # what a clone gets
         cwd=ROOT,
         capture_output=True,
         check=True,

@@ -107,7 +107,7 @@ def test_caller_isolation_and_public_url_settings_are_read() -> None:
             "TRUST_FORWARDED_HEADERS": "1",
         }
     )
-    assert settings.allowed_agents == {"asst_abc123", "support-bot"}
+    assert settings.allowed_agents == frozenset({"asst_abc123", "support-bot"})
     assert settings.allow_caller_threads
     assert settings.auth_mode == "app-service"
     assert settings.public_base_url == "https://relay.example.com/api"

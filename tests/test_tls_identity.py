@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import ssl
 import urllib.error
 import urllib.parse
@@ -29,7 +30,7 @@ from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 from cryptography import x509
 
 from shared.clients import azure_credential
-from shared.settings import load_settings
+from shared.settings import MANAGED_IDENTITY_VARIABLES, load_settings
 from tests.testbed.agents_service import (
     AgentsService,
     AsyncDummyTokenCredential,
@@ -101,13 +102,16 @@ def _get_token_raw(
         return error.code, json.loads(error.read())
 
 
-def _settings(agents: AgentsService) -> Any:
-    return load_settings(
-        {
-            "AZURE_AI_PROJECT_ENDPOINT": agents.endpoint,
-            "EVENTGRID_TOPIC_ENDPOINT": "https://127.0.0.1:9/api/events",
-        }
-    )
+def _settings_values(agents: AgentsService) -> dict[str, str]:
+    return {
+        "AZURE_AI_PROJECT_ENDPOINT": agents.endpoint,
+        "EVENTGRID_TOPIC_ENDPOINT": "https://127.0.0.1:9/api/events",
+    }
+
+
+def _settings(agents: AgentsService, identity: ManagedIdentityEndpoint) -> Any:
+    """The app's settings as in Azure, with the platform's identity endpoint."""
+    return load_settings({**_settings_values(agents), **identity.environment()})
 
 
 def test_the_certificate_names_loopback_by_ip_and_name(tls: LoopbackTls) -> None:
@@ -248,10 +252,71 @@ def test_the_identity_endpoint_speaks_only_its_api_version(
     assert identity.token_requests == 1
 
 
+USER_ASSIGNED = "11111111-2222-3333-4444-555555555555"
+
+
+def test_in_azure_the_app_uses_its_managed_identity_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, identity: ManagedIdentityEndpoint, agents: AgentsService
+) -> None:
+    """Where the platform sets its identity endpoint (IDENTITY_ENDPOINT / IDENTITY_HEADER, as
+    App Service and Functions do for an app with a managed identity), the app's credential is
+    a ManagedIdentityCredential for AZURE_CLIENT_ID. A service principal's variables in the
+    environment, which DefaultAzureCredential's chain would try first, are not used."""
+    identity.user_assigned_client_ids = frozenset({USER_ASSIGNED})
+    monkeypatch.setenv("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001")
+    monkeypatch.setenv("AZURE_CLIENT_ID", USER_ASSIGNED)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-a-secret")
+    settings = load_settings({**os.environ, **_settings_values(agents)})
+    assert settings.managed_identity
+    assert settings.azure_client_id == USER_ASSIGNED
+
+    async def scenario() -> str:
+        async with azure_credential(settings) as credential:
+            assert isinstance(credential, ManagedIdentityCredential)
+            token: str = (await credential.get_token(SCOPE)).token
+            return token
+
+    assert identity.issued(asyncio.run(scenario()), RESOURCE)
+    assert [(r.client_id, r.status) for r in identity.requests] == [(USER_ASSIGNED, 200)]
+
+
+@pytest.mark.parametrize("variable", ["IDENTITY_ENDPOINT", "MSI_ENDPOINT"])
+def test_either_identity_endpoint_variable_means_azure(variable: str) -> None:
+    base = {
+        "AZURE_AI_PROJECT_ENDPOINT": "https://x.services.ai.azure.com/api/projects/p",
+        "EVENTGRID_TOPIC_ENDPOINT": "https://t.westeurope-1.eventgrid.azure.net/api/events",
+    }
+    settings = load_settings({**base, variable: "http://127.0.0.1:41741/msi/token"})
+    assert settings.managed_identity
+    credential = azure_credential(settings)
+    assert isinstance(credential, ManagedIdentityCredential)
+    asyncio.run(credential.close())
+    local = load_settings({**base, variable: " "})
+    assert not local.managed_identity
+
+
+def test_outside_azure_the_app_uses_the_developer_credential_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in MANAGED_IDENTITY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(
+        {
+            **os.environ,
+            "AZURE_AI_PROJECT_ENDPOINT": "https://x.services.ai.azure.com/api/projects/p",
+            "EVENTGRID_TOPIC_ENDPOINT": "https://t.westeurope-1.eventgrid.azure.net/api/events",
+        }
+    )
+    assert not settings.managed_identity
+    credential = azure_credential(settings)
+    assert isinstance(credential, DefaultAzureCredential)
+    asyncio.run(credential.close())
+
+
 def test_the_aio_agents_client_talks_https_with_a_managed_identity_token(
     tls: LoopbackTls, identity: ManagedIdentityEndpoint, agents: AgentsService
 ) -> None:
-    settings = _settings(agents)
+    settings = _settings(agents, identity)
     assert settings.agents_endpoint.startswith("https://127.0.0.1:")
 
     async def scenario() -> list[str]:
@@ -280,7 +345,7 @@ def test_the_aio_agents_client_talks_https_with_a_managed_identity_token(
 def test_each_new_client_opens_a_connection_and_each_new_credential_fetches_a_token(
     tls: LoopbackTls, identity: ManagedIdentityEndpoint, agents: AgentsService
 ) -> None:
-    settings = _settings(agents)
+    settings = _settings(agents, identity)
 
     async def scenario() -> None:
         kept = azure_credential(settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import threading
 from dataclasses import dataclass
@@ -83,12 +84,18 @@ def curl_example(functions_port: int, agent_id: str) -> str:
 
 
 class OfflineServices:
-    """The local Agents service (with echo agents) and Event Grid topic, on wall-clock time."""
+    """The local Agents service (with echo agents) and Event Grid topic, on wall-clock time.
 
-    def __init__(self, plan: OfflinePlan) -> None:
+    Every start draws a fresh id seed: the service keeps nothing across restarts, but Azurite
+    keeps the task hub, so an orchestration from before a restart must never meet an agent,
+    thread or run id that now names something else. `seed` fixes them (for tests).
+    """
+
+    def __init__(self, plan: OfflinePlan, *, seed: int | None = None) -> None:
         self.plan = plan
         clock = WallClock()
-        self.agents = AgentsService(clock, port=plan.agents_port)
+        self.seed = secrets.randbits(128) if seed is None else seed
+        self.agents = AgentsService(clock, seed=self.seed, port=plan.agents_port)
         self.topic = EventGridTopic(
             clock, key=plan.eventgrid_key, input_schema=plan.event_schema, port=plan.eventgrid_port
         )

@@ -5,10 +5,24 @@ See tests/README.md ("Emulated Functions host") for how it works and how to use 
 
 from __future__ import annotations
 
-from .durable_engine import CRASH_KINDS, CrashPoint, FaultPolicy, HostStats, InstanceView
+from .durable_engine import (
+    CRASH_KINDS,
+    CUSTOM_STATUS_MAX_KB,
+    CUSTOM_STATUS_MAX_UTF16_BYTES,
+    DEFAULT_OVERRIDABLE_STATES,
+    QUEUE_MESSAGE_MAX_BYTES,
+    TABLE_PROPERTY_MAX_BYTES,
+    CrashPoint,
+    FaultPolicy,
+    HostStats,
+    InstanceView,
+    custom_status_error,
+    custom_status_utf16_bytes,
+)
 from .errors import (
     HostError,
     IndexingError,
+    InstanceAlreadyExistsError,
     InstanceGoneError,
     InstanceNotFoundError,
     NonDeterminismError,
@@ -22,7 +36,12 @@ from .indexing import IndexedFunction
 
 __all__ = [
     "CRASH_KINDS",
+    "CUSTOM_STATUS_MAX_KB",
+    "CUSTOM_STATUS_MAX_UTF16_BYTES",
     "DEFAULT_KEY",
+    "DEFAULT_OVERRIDABLE_STATES",
+    "QUEUE_MESSAGE_MAX_BYTES",
+    "TABLE_PROPERTY_MAX_BYTES",
     "CrashPoint",
     "EmulatedHost",
     "FaultPolicy",
@@ -30,6 +49,7 @@ __all__ = [
     "HostStats",
     "IndexedFunction",
     "IndexingError",
+    "InstanceAlreadyExistsError",
     "InstanceGoneError",
     "InstanceNotFoundError",
     "InstanceView",
@@ -38,4 +58,6 @@ __all__ = [
     "StepLimitError",
     "UnsupportedFeatureError",
     "VirtualTimeLimitError",
+    "custom_status_error",
+    "custom_status_utf16_bytes",
 ]

@@ -15,10 +15,22 @@ Modelled on DurableTask.Core + DurableTask.AzureStorage as driven by the Functio
 - Timers are messages that become visible at fireAt on the *virtual* clock.
 - Messages for another execution (after continue-as-new or a replaced instance) and messages
   for finished instances are dropped, as DTFx does.
+- Continue-as-new follows DTFx with the Azure Storage backend: EventRaised events that the
+  replay reaches after the shim called ContinueAsNew are carried into the new generation
+  (right after its ExecutionStarted, in its first episode); earlier ones are lost with the old
+  history; messages still queued are addressed to the instance and go to the new generation.
+- Payload sizes: only the custom status is limited (16 KB of UTF-16, the extension's
+  SetCustomStatus); large queue messages and table properties are offloaded to blobs by the
+  Azure Storage provider (counted in HostStats) and never fail.
+
+Sources are cited next to each rule: azure-functions-durable-extension v2.13.7 (commit
+a7c6d69) and durabletask tags durabletask.core-v2.17.1 / durabletask.azurestorage-v1.17.5, the
+versions that extension references.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 import threading
@@ -32,6 +44,7 @@ from typing import Any, Literal
 from ..clock import VirtualClock
 from . import history as h
 from .errors import (
+    HostError,
     NonDeterminismError,
     OrchestrationStuckError,
     StepLimitError,
@@ -39,11 +52,43 @@ from .errors import (
     VirtualTimeLimitError,
 )
 from .indexing import IndexedFunction
-from .shim import NonDeterminismDetected, ShimOutcome, ShimReplay
+from .shim import (
+    NonDeterminismDetected,
+    ShimOutcome,
+    ShimReplay,
+    dtfx_outcome_without_actions,
+)
 from .worker import ActivityResult, InvocationFailure, OrchestratorResult
 
 FINISHED = frozenset({"Completed", "Failed", "Terminated"})
+# azure-functions-durable-extension src/WebJobs.Extensions.DurableTask/OverridableStates.cs,
+# OverridableStatesExtensions.NonRunning: the statuses NonRunningStates refuses to replace
+# (Running, ContinuedAsNew, Pending, Suspended; the last two have no equivalent here).
 RUNNING_STATES = frozenset({"Running", "Pending"})
+# azure-functions-durable-extension src/WebJobs.Extensions.DurableTask/Options/
+# DurableTaskOptions.cs, OverridableExistingInstanceStates: default OverridableStates.NonRunningStates.
+DEFAULT_OVERRIDABLE_STATES = "NonRunningStates"
+
+# azure-functions-durable-extension src/WebJobs.Extensions.DurableTask/ContextImplementations/
+# DurableOrchestrationContext.cs, IDurableOrchestrationContext.SetCustomStatus:
+# `const int MaxCustomStatusPayloadSizeInKB = 16`, checked by MessagePayloadDataConverter.
+# Serialize(value, 16) (src/WebJobs.Extensions.DurableTask/MessagePayloadDataConverter.cs) as
+# `(int)(Encoding.Unicode.GetByteCount(serializedJson) / 1024.0) > maxSizeInKB`: a status
+# fails from 17 * 1024 UTF-16 bytes on (the KB count is truncated).
+# No other payload is checked by the extension: MessagePayloadDataConverter.Serialize is called
+# with a maximum only from SetCustomStatus, and DurableTaskExtension.ValidatePayloadSize (60 KB of
+# UTF-32) is defined but never called (`git grep ValidatePayloadSize` finds only its definition).
+CUSTOM_STATUS_MAX_KB = 16
+CUSTOM_STATUS_MAX_UTF16_BYTES = (CUSTOM_STATUS_MAX_KB + 1) * 1024 - 2  # the largest that passes
+# durabletask src/DurableTask.AzureStorage/MessageManager.cs: `MaxStorageQueuePayloadSizeInBytes
+# = 45 * 1024`, compared with Encoding.UTF8.GetByteCount of the serialized MessageData in
+# SerializeMessageDataAsync/GetMessageFormatFlags: larger messages go to a compressed blob.
+QUEUE_MESSAGE_MAX_BYTES = 45 * 1024
+# durabletask src/DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs:
+# `MaxTablePropertySizeInBytes = 60 * 1024`, ExceedsMaxTablePropertySize (Encoding.Unicode) on
+# VariableSizeEntityProperties in CompressLargeMessageAsync: larger properties go to a blob.
+TABLE_PROPERTY_MAX_BYTES = 60 * 1024
+_TABLE_PROPERTIES = ("Name", "Input", "Result", "Output", "Reason", "Details", "Tags")
 CRASH_KINDS = (
     "before_episode",
     "after_episode_before_commit",
@@ -52,6 +97,86 @@ CRASH_KINDS = (
 )
 _OUT_OF_PROC_MARKER = "$OutOfProcData$:"
 _INVALID_ID_CHARS = set("/\\#?")
+
+
+def newtonsoft_compact_json(value: Any) -> str:
+    """`JToken.ToString(Formatting.None)`: compact, non-ASCII written as is.
+
+    Newtonsoft's default StringEscapeHandling escapes control characters, quote and backslash
+    (as json.dumps does) and, beyond ASCII, only U+0085, U+2028 and U+2029
+    (JavaScriptUtils.WriteEscapedString). Known approximation: the extension parses the SDK's
+    JSON with DateParseHandling.DateTime, so date-like strings may be re-written differently.
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for char in ("\u0085", "\u2028", "\u2029"):
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def utf16_size(text: str) -> int:
+    """Encoding.Unicode.GetByteCount: two bytes per UTF-16 code unit (four per astral char)."""
+    return len(text.encode("utf-16-le", errors="surrogatepass"))
+
+
+def custom_status_utf16_bytes(value: Any) -> int:
+    """The size the extension measures for a custom status (see CUSTOM_STATUS_MAX_KB)."""
+    return utf16_size(newtonsoft_compact_json(value))
+
+
+def custom_status_error(value: Any) -> str | None:
+    """The ArgumentException message SetCustomStatus throws for `value`, or None if it fits."""
+    if value is None:
+        return None
+    size_kb = int(custom_status_utf16_bytes(value) / 1024.0)
+    if size_kb <= CUSTOM_STATUS_MAX_KB:
+        return None
+    # string.Format("{0:N0} KB ... {1:N0} KB") in MessagePayloadDataConverter.Serialize
+    return (
+        f"The UTF-16 size of the JSON-serialized payload must not exceed "
+        f"{CUSTOM_STATUS_MAX_KB:,} KB. The current payload size is {size_kb:,} KB."
+    )
+
+
+_EVENT_TYPE_NAMES = {
+    h.EventType.EXECUTION_STARTED: "ExecutionStartedEvent",
+    h.EventType.TASK_SCHEDULED: "TaskScheduledEvent",
+    h.EventType.TASK_COMPLETED: "TaskCompletedEvent",
+    h.EventType.TASK_FAILED: "TaskFailedEvent",
+    h.EventType.TIMER_FIRED: "TimerFiredEvent",
+    h.EventType.EVENT_RAISED: "EventRaisedEvent",
+    h.EventType.EXECUTION_TERMINATED: "ExecutionTerminatedEvent",
+}
+
+
+def queue_message_bytes(event: dict[str, Any], instance_id: str, execution_id: str | None) -> int:
+    """UTF-8 size of the Azure Storage queue message carrying `event`.
+
+    The envelope is DurableTask.AzureStorage's MessageData around a TaskMessage, serialized
+    with TypeNameHandling.Objects (Utils.SerializeToJson); its fields are approximated here,
+    the payload (Input/Result, a JSON string inside JSON) dominates anyway.
+    """
+    type_name = _EVENT_TYPE_NAMES.get(h.EventType(event["EventType"]), "HistoryEvent")
+    envelope = {
+        "$type": "DurableTask.AzureStorage.MessageData, DurableTask.AzureStorage",
+        "ActivityId": "00000000-0000-0000-0000-000000000000",
+        "TaskMessage": {
+            "$type": "DurableTask.Core.TaskMessage, DurableTask.Core",
+            "Event": {"$type": f"DurableTask.Core.History.{type_name}, DurableTask.Core", **event},
+            "SequenceNumber": 0,
+            "OrchestrationInstance": {
+                "$type": "DurableTask.Core.OrchestrationInstance, DurableTask.Core",
+                "InstanceId": instance_id,
+                "ExecutionId": execution_id,
+            },
+        },
+        "CompressedBlobName": None,
+        "SequenceNumber": 0,
+        "Episode": 0,
+        "Sender": {"InstanceId": "", "ExecutionId": None},
+        "SerializableTraceContext": None,
+    }
+    text = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", errors="surrogatepass"))
 
 
 @dataclass(frozen=True)
@@ -76,8 +201,15 @@ class HostStats:
     duplicate_executions: int = 0
     crashes: int = 0
     timers_fired: int = 0
+    # TimerCreated decisions committed, over every instance (per instance: InstanceView).
+    timers_created: int = 0
     non_determinism: int = 0
     steps: int = 0
+    # Queue messages over QUEUE_MESSAGE_MAX_BYTES that the Azure Storage provider would have
+    # offloaded to a compressed blob (MessageManager), and history/instance table properties
+    # over TABLE_PROPERTY_MAX_BYTES offloaded likewise (AzureTableTrackingStore).
+    large_messages: int = 0
+    large_table_properties: int = 0
 
 
 @dataclass
@@ -88,6 +220,10 @@ class FaultPolicy:
     crash_when: Callable[[CrashPoint], bool] | None = None
     # None: an episode takes every queued message (a batch), like a busy control queue.
     max_messages_per_episode: int | None = None
+    # Called as (activity name, decoded input) on the engine thread while the activity runs
+    # on the worker loop, before its result is committed: it may raise events, call
+    # host.http, terminate... (whatever it queues lands before the activity's TaskCompleted).
+    during_activity: Callable[[str, Any], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,10 +245,23 @@ class InstanceView:
     execution_id: str
     last_context: dict[str, Any] | None
     diagnostics: tuple[str, ...]
+    # Per generation (index = generation): episodes committed and TimerCreated decisions.
+    episodes_by_generation: tuple[int, ...] = ()
+    timers_by_generation: tuple[int, ...] = ()
 
     @property
     def is_finished(self) -> bool:
         return self.runtime_status in FINISHED
+
+    @property
+    def episodes(self) -> int:
+        """Episodes committed for this instance, over all generations."""
+        return sum(self.episodes_by_generation)
+
+    @property
+    def timers_created(self) -> int:
+        """TimerCreated decisions committed for this instance, over all generations."""
+        return sum(self.timers_by_generation)
 
 
 class ApiError(Exception):
@@ -124,13 +273,20 @@ class ApiError(Exception):
         self.body = body
 
 
-def error_body(message: str, exception_message: str, exception_type: str) -> dict[str, Any]:
-    """ASP.NET Web API HttpError shape (request.CreateErrorResponse(status, message, exception))."""
+def error_body(
+    message: str, exception_message: str, exception_type: str, stack_trace: str | None = None
+) -> dict[str, Any]:
+    """The extension's own CreateErrorResponse(status, message, exception) body.
+
+    azure-functions-durable-extension src/WebJobs.Extensions.DurableTask/
+    HttpRequestMessageExtensions.cs, CreateErrorResponse: {Message, ExceptionMessage,
+    ExceptionType (FullName), StackTrace}.
+    """
     return {
         "Message": message,
         "ExceptionMessage": exception_message,
         "ExceptionType": exception_type,
-        "StackTrace": None,
+        "StackTrace": stack_trace,
     }
 
 
@@ -140,6 +296,10 @@ class _Message:
     kind: Literal["start", "event", "task", "timer", "terminate"]
     event: dict[str, Any]
     execution_id: str | None  # None: addressed to the instance (client events, terminate)
+    # A continue-as-new start: DTFx runs the new generation's first episode in the same work
+    # item, from [OrchestratorStarted, ExecutionStarted, *carried, OrchestratorCompleted].
+    continued: bool = False
+    carried: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -180,6 +340,8 @@ class _Instance:
     inbox: list[_Message] = field(default_factory=list)
     last_context: dict[str, Any] | None = None
     diagnostics: list[str] = field(default_factory=list)
+    episodes_by_generation: list[int] = field(default_factory=lambda: [0])
+    timers_by_generation: list[int] = field(default_factory=lambda: [0])
 
 
 def _loads_or_raw(text: str | None) -> Any:
@@ -207,6 +369,18 @@ def _failure_details_json(activity: str, failure: InvocationFailure) -> str:
     )
 
 
+@dataclass
+class _Decided:
+    """What the extension + DTFx make of one orchestrator invocation (computed without lock)."""
+
+    state: dict[str, Any] | None
+    failure: str | None = None
+    outcome: ShimOutcome | None = None
+    nondeterminism: str | None = None
+    unsupported: UnsupportedFeatureError | None = None
+    diagnostics: list[str] = field(default_factory=list)
+
+
 class DurableEngine:
     """Thread-safe store + scheduler. User code is never called with the lock held."""
 
@@ -222,7 +396,11 @@ class DurableEngine:
         policy: FaultPolicy,
         stats: HostStats,
         run_orchestrator: Callable[[IndexedFunction, str], OrchestratorResult],
-        run_activity: Callable[[IndexedFunction, str | None], ActivityResult],
+        start_activity: Callable[
+            [IndexedFunction, str | None, threading.Event],
+            concurrent.futures.Future[ActivityResult],
+        ],
+        wait_activity: Callable[[concurrent.futures.Future[ActivityResult]], ActivityResult],
         on_crash: Callable[[CrashPoint], None],
         strict_determinism: bool,
     ) -> None:
@@ -235,7 +413,9 @@ class DurableEngine:
         self.policy = policy
         self.stats = stats
         self._run_orchestrator = run_orchestrator
-        self._run_activity_fn = run_activity
+        self._start_activity = start_activity
+        self._wait_activity = wait_activity
+        self._in_hook = False
         self._on_crash = on_crash
         self.strict_determinism = strict_determinism
         self._lock = threading.RLock()
@@ -269,12 +449,24 @@ class DurableEngine:
                 and self._overridable_states.lower() == "nonrunningstates"
                 and existing.status in RUNNING_STATES
             ):
+                # DurableClient.StartNewAsync passes GetStatusesNotToOverride() as dedupe
+                # statuses; durabletask AzureStorageOrchestrationService.
+                # CreateTaskOrchestrationAsync throws OrchestrationAlreadyExistsException (the
+                # extension sets ThrowExceptionOnInvalidDedupeStatus = true in
+                # AzureStorageDurabilityProviderFactory.GetAzureStorageOrchestrationServiceSettings).
+                # It derives from InvalidOperationException, so HttpApiHandler.HandleRequestAsync
+                # answers it with its catch-all: 500 "Something went wrong while processing your
+                # request", and the SDK's start_new raises Exception(<that body>).
                 raise ApiError(
                     500,
                     error_body(
-                        "An error has occurred.",
+                        "Something went wrong while processing your request",
                         f"An Orchestration instance with the status {existing.status} already exists.",
                         "DurableTask.Core.Exceptions.OrchestrationAlreadyExistsException",
+                        # A one-frame stand-in for the real .NET stack trace.
+                        "   at DurableTask.AzureStorage.AzureStorageOrchestrationService."
+                        "CreateTaskOrchestrationAsync(TaskMessage creationMessage, "
+                        "OrchestrationStatus[] dedupeStatuses)",
                     ),
                 )
             now = self.clock.now()
@@ -288,22 +480,25 @@ class DurableEngine:
                 last_updated_time=now,
                 execution_id=execution_id,
             )
-            instance.inbox.append(
-                _Message(
-                    next(self._seq),
-                    "start",
-                    h.execution_started(
-                        now,
-                        instance_id=instance_id,
-                        execution_id=execution_id,
-                        name=name,
-                        input_json=input_json,
-                    ),
-                    execution_id,
-                )
+            start = _Message(
+                next(self._seq),
+                "start",
+                h.execution_started(
+                    now,
+                    instance_id=instance_id,
+                    execution_id=execution_id,
+                    name=name,
+                    input_json=input_json,
+                ),
+                execution_id,
             )
-            # Default overridableExistingInstanceStates=AnyState: the old instance (even a
-            # running one) is silently replaced; its queued work belongs to a dead execution.
+            self._count_queue_message(instance_id, start)
+            instance.inbox.append(start)
+            # SetNewExecutionAsync writes the instance row (Input) through
+            # CompressLargeMessageAsync.
+            self._count_table_properties({"Input": input_json})
+            # An existing instance in another state (any state with AnyState) is replaced: its
+            # queued work belongs to a dead execution and is dropped.
             self._instances[instance_id] = instance
             return instance_id
 
@@ -342,26 +537,31 @@ class DurableEngine:
             instance = self._running_instance(instance_id)
             # DTFx keeps events that arrive before the orchestrator waits: they are appended to
             # history (EventRaised) and both the SDK and the extension buffer them.
-            instance.inbox.append(
-                _Message(
-                    next(self._seq),
-                    "event",
-                    h.event_raised(self.clock.now(), event_name, input_json),
-                    None,
-                )
+            # The message is addressed to the instance, not to an execution (execution_id None):
+            # azure-functions-durable-extension DurableClient.RaiseEventInternalAsync clears
+            # `status.OrchestrationInstance.ExecutionId = null` ("External events are not
+            # supposed to target any particular execution ID"), so an event still queued when
+            # the instance continues as new goes to the new generation (_start_generation).
+            message = _Message(
+                next(self._seq),
+                "event",
+                h.event_raised(self.clock.now(), event_name, input_json),
+                None,
             )
+            self._count_queue_message(instance_id, message)
+            instance.inbox.append(message)
 
     def terminate(self, instance_id: str, reason: str | None) -> None:
         with self._lock:
             instance = self._running_instance(instance_id)
-            instance.inbox.append(
-                _Message(
-                    next(self._seq),
-                    "terminate",
-                    h.execution_terminated(self.clock.now(), reason),
-                    None,
-                )
+            message = _Message(
+                next(self._seq),
+                "terminate",
+                h.execution_terminated(self.clock.now(), reason),
+                None,
             )
+            self._count_queue_message(instance_id, message)
+            instance.inbox.append(message)
 
     def purge(self, instance_id: str) -> int:
         with self._lock:
@@ -531,6 +731,8 @@ class DurableEngine:
             if instance.last_context is not None
             else None,
             diagnostics=tuple(instance.diagnostics),
+            episodes_by_generation=tuple(instance.episodes_by_generation),
+            timers_by_generation=tuple(instance.timers_by_generation),
         )
 
     # ---------------------------------------------------------------- scheduling
@@ -564,6 +766,7 @@ class DurableEngine:
 
     def run_until_idle(self, max_steps: int = 100_000) -> int:
         """Run every ready step at the current virtual time until nothing is ready."""
+        self._refuse_in_hook()
         start = self.stats.steps
         while True:
             progressed = self._fire_due_timers() > 0
@@ -610,14 +813,14 @@ class DurableEngine:
                 instance = self._instances.get(timer.instance_id)
                 if instance is not None and instance.execution_id == timer.execution_id:
                     # DTFx creates the TimerFired message when it commits TimerCreated.
-                    instance.inbox.append(
-                        _Message(
-                            next(self._seq),
-                            "timer",
-                            h.timer_fired(timer.created, timer.timer_id, timer.fire_at),
-                            timer.execution_id,
-                        )
+                    message = _Message(
+                        next(self._seq),
+                        "timer",
+                        h.timer_fired(timer.created, timer.timer_id, timer.fire_at),
+                        timer.execution_id,
                     )
+                    self._count_queue_message(timer.instance_id, message)
+                    instance.inbox.append(message)
                 self.stats.timers_fired += 1
                 fired += 1
                 step = self._next_step()
@@ -659,7 +862,7 @@ class DurableEngine:
             runs = 2 if self._wants_duplicate(item) else 1
             outcome = ActivityResult()
             for _ in range(runs):
-                outcome = self._run_activity_fn(function, item.input)
+                outcome = self._execute_activity(function, item)
                 self.stats.activity_executions[item.name] += 1
             if runs == 2:
                 # The first result is lost as after an unacknowledged queue message.
@@ -684,8 +887,34 @@ class DurableEngine:
                     _failure_details_json(item.name, outcome.failure),
                 )
             instance = self._instances.get(item.instance_id)
+            message = _Message(next(self._seq), "task", event, item.execution_id)
+            self._count_queue_message(item.instance_id, message)
             if instance is not None and instance.execution_id == item.execution_id:
-                instance.inbox.append(_Message(next(self._seq), "task", event, item.execution_id))
+                instance.inbox.append(message)
+
+    def _execute_activity(self, function: IndexedFunction, item: _WorkItem) -> ActivityResult:
+        """One execution on the worker loop, with the during_activity hook while it runs.
+
+        The activity is submitted without blocking; the hook runs on this (engine) thread once
+        the user function has been called, so it may drive the host (raise events, call HTTP
+        functions on the same worker loop) while an async activity awaits or a sync one runs
+        in the loop's executor. Whatever the hook queues is queued before the TaskCompleted.
+        """
+        started = threading.Event()
+        future = self._start_activity(function, item.input, started)
+        hook = self.policy.during_activity
+        if hook is not None:
+            while not started.wait(0.05) and not future.done():
+                pass
+            self._in_hook = True
+            try:
+                hook(item.name, _loads_or_raw(item.input))
+            except BaseException:
+                self._wait_activity(future)  # never leave it running behind the test's back
+                raise
+            finally:
+                self._in_hook = False
+        return self._wait_activity(future)
 
     def _wants_duplicate(self, item: _WorkItem) -> bool:
         policy = self.policy.duplicate_activities
@@ -705,6 +934,13 @@ class DurableEngine:
                 return
             limit = self.policy.max_messages_per_episode
             batch = live[:limit] if limit else live
+            continued = live[0].continued
+            if continued:
+                # durabletask TaskOrchestrationDispatcher.OnProcessWorkItemAsync (do ... while
+                # (continuedAsNew)): the new generation's runtime state is built in memory as
+                # OrchestratorStarted, ExecutionStarted, the carried events, OrchestratorCompleted,
+                # and executed at once in the same work item: no queued message joins it.
+                batch = live[:1]
             step = self._next_step()
             now = self.clock.now()
             execution_id = instance.execution_id
@@ -714,7 +950,16 @@ class DurableEngine:
                 self._commit_termination(instance, terminate, consumed, now)
                 self.stats.episodes += 1
                 return
-            new_events = [h.orchestrator_started(now), *(m.event for m in batch)]
+            if continued:
+                first = batch[0]
+                new_events = [
+                    h.orchestrator_started(now),
+                    first.event,
+                    *first.carried,
+                    h.orchestrator_completed(now),
+                ]
+            else:
+                new_events = [h.orchestrator_started(now), *(m.event for m in batch)]
             past = h.with_played(instance.history, True)
             context = {
                 "history": past + h.with_played(new_events, False),
@@ -738,44 +983,26 @@ class DurableEngine:
         result = self._run_orchestrator(function, json.dumps(context))
         self.stats.episodes += 1
         self.stats.replayed_events += len(past)
-        state, failure, outcome, nondeterminism = self._decide(function, result, full_history)
+        decided = self._decide(function, result, full_history)
         if self._maybe_crash(CrashPoint("after_episode_before_commit", instance_id, step, detail)):
             return
-        unsupported: UnsupportedFeatureError | None = None
-        if isinstance(outcome, UnsupportedFeatureError):
-            unsupported, outcome = outcome, None
         with self._lock:
             instance = self._instances.get(instance_id)
             if instance is None or instance.execution_id != execution_id:
                 return  # replaced or purged meanwhile: the work item is abandoned
             instance.last_context = context
-            self._commit_episode(
-                instance,
-                consumed,
-                new_events,
-                now,
-                state,
-                failure,
-                outcome,
-                nondeterminism,
-                unsupported,
-            )
-        if unsupported is not None:
-            raise unsupported
-        if nondeterminism is not None and self.strict_determinism:
-            raise NonDeterminismError(instance_id, nondeterminism)
+            self._commit_episode(instance, consumed, new_events, now, decided, continued)
+        if decided.unsupported is not None:
+            raise decided.unsupported
+        if decided.nondeterminism is not None and self.strict_determinism:
+            raise NonDeterminismError(instance_id, decided.nondeterminism)
 
     def _decide(
         self,
         function: IndexedFunction,
         result: OrchestratorResult,
         full_history: list[dict[str, Any]],
-    ) -> tuple[
-        dict[str, Any] | None,
-        str | None,
-        ShimOutcome | UnsupportedFeatureError | None,
-        str | None,
-    ]:
+    ) -> _Decided:
         """Parse the invocation result and run the extension's replay over it (no lock held)."""
         name = function.durable_name or function.name
         state: dict[str, Any] | None = None
@@ -787,24 +1014,30 @@ class DurableEngine:
                 # The SDK raises with its state after a marker; the extension parses it out.
                 state = json.loads(message.split(_OUT_OF_PROC_MARKER, 1)[1])
             else:
-                return (
+                return _Decided(
                     None,
-                    f"Orchestrator function '{name}' failed: {result.failure.worker_message}",
-                    None,
-                    None,
+                    failure=f"Orchestrator function '{name}' failed: "
+                    f"{result.failure.worker_message}",
                 )
         if not isinstance(state, dict):
-            return None, f"Orchestrator function '{name}' returned an invalid state", None, None
+            return _Decided(
+                None, failure=f"Orchestrator function '{name}' returned an invalid state"
+            )
+        status_error = custom_status_error(state.get("customStatus"))
+        if status_error is not None:
+            return self._custom_status_failure(
+                name, state, status_error, result.failure is not None, full_history
+            )
         actions = state.get("actions") or [[]]
         if int(state.get("schemaVersion", 0)) < 1:
-            return state, None, UnsupportedFeatureError("replay schema V1 is not emulated"), None
+            return _Decided(
+                state, unsupported=UnsupportedFeatureError("replay schema V1 is not emulated")
+            )
         if len(actions) != 1:
-            return (
+            return _Decided(
                 state,
-                f"With OOProc schema V{state.get('schemaVersion')}, expected actions array to be of "
-                f"length 1 in outer layer but got size: {len(actions)}",
-                None,
-                None,
+                failure=f"With OOProc schema V{state.get('schemaVersion')}, expected actions array "
+                f"to be of length 1 in outer layer but got size: {len(actions)}",
             )
         shim = ShimReplay(
             orchestrator_name=name,
@@ -815,11 +1048,53 @@ class DurableEngine:
             known_activities=lambda: sorted(self._activities.values()),
         )
         try:
-            return state, None, shim.replay(full_history), None
+            return _Decided(state, outcome=shim.replay(full_history))
         except NonDeterminismDetected as exc:
-            return state, None, None, str(exc)
+            return _Decided(state, nondeterminism=str(exc))
         except UnsupportedFeatureError as exc:
-            return state, None, exc, None
+            return _Decided(state, unsupported=exc)
+
+    @staticmethod
+    def _custom_status_failure(
+        name: str,
+        state: dict[str, Any],
+        status_error: str,
+        sdk_raised: bool,
+        full_history: list[dict[str, Any]],
+    ) -> _Decided:
+        """The custom status is over the limit: what the extension and DTFx make of it.
+
+        azure-functions-durable-extension src/WebJobs.Extensions.DurableTask/Listener/
+        OutOfProcOrchestrationShim.cs, ScheduleDurableTaskEvents: `SetCustomStatus(execution.
+        CustomStatus)` runs first, before ReplayOOProcOrchestration has called any API, and
+        throws ArgumentException. In TaskOrchestrationShim.InvokeUserCodeAndHandleResults:
+        - the SDK returned normally: the `catch (Exception e)` finds no out-of-proc state in
+          e.InnerException and throws OrchestrationFailureException("Orchestrator function
+          '<name>' failed: " + e.Message);
+        - the SDK raised (state carried by the exception): TraceAndReplay runs inside the catch
+          block, which only catches OrchestrationFailureException: the ArgumentException
+          escapes as is.
+        Either way TaskOrchestration.Execute faults at ExecutionStarted, and DTFx replays the
+        rest of the history against an empty action map (shim.dtfx_outcome_without_actions).
+        The status stays null: TaskOrchestrationShim.GetStatus returns what SetCustomStatus
+        never assigned, and the dispatcher stores result.CustomStatus.
+        """
+        reason = (
+            status_error if sdk_raised else f"Orchestrator function '{name}' failed: {status_error}"
+        )
+        failure, nondeterministic = dtfx_outcome_without_actions(full_history, reason)
+        size = custom_status_utf16_bytes(state.get("customStatus"))
+        diagnostics = [
+            f"the custom status is {size} bytes of UTF-16 ({size // 1024} KB), over the "
+            f"extension's {CUSTOM_STATUS_MAX_KB} KB limit: SetCustomStatus threw before the "
+            "replay scheduled anything"
+            + (
+                ", so DTFx reports the first recorded task as non-determinism"
+                if nondeterministic
+                else ""
+            )
+        ]
+        return _Decided({**state, "customStatus": None}, failure=failure, diagnostics=diagnostics)
 
     def _commit_termination(
         self, instance: _Instance, message: _Message, consumed: set[int], now: datetime
@@ -828,18 +1103,20 @@ class DurableEngine:
         reason = message.event.get("Input")
         batch = [m for m in instance.inbox if m.seq in consumed]
         instance.inbox = [m for m in instance.inbox if m.seq not in consumed]
-        instance.history.extend(
+        self._append_history(
+            instance,
             [
                 h.orchestrator_started(now),
                 *(m.event for m in batch),
                 h.execution_completed(now, -1, "Terminated", reason),
                 h.orchestrator_completed(now),
-            ]
+            ],
         )
+        instance.episodes_by_generation[instance.generation] += 1
         instance.status = "Terminated"
         instance.output = json.dumps(reason)
+        self._count_table_properties({"Output": instance.output})
         instance.last_updated_time = now
-        instance.history_lengths[instance.generation] = len(instance.history)
         instance.diagnostics = []
 
     def _commit_episode(
@@ -848,24 +1125,29 @@ class DurableEngine:
         consumed: set[int],
         new_events: list[dict[str, Any]],
         now: datetime,
-        state: dict[str, Any] | None,
-        failure: str | None,
-        outcome: ShimOutcome | None,
-        nondeterminism: str | None,
-        unsupported: UnsupportedFeatureError | None,
+        decided: _Decided,
+        continued: bool,
     ) -> None:
+        state, failure, outcome = decided.state, decided.failure, decided.outcome
         instance.inbox = [m for m in instance.inbox if m.seq not in consumed]
+        instance.episodes_by_generation[instance.generation] += 1
         appended = list(new_events)
         if instance.status == "Pending":
             instance.status = "Running"
         if state is not None:
-            # A fresh shim context per episode: custom status is whatever this episode set.
-            instance.custom_status = state.get("customStatus")
-        if nondeterminism is not None:
+            # A fresh shim context per episode: custom status is whatever this episode set...
+            status = state.get("customStatus")
+            if status is not None or not continued:
+                instance.custom_status = status
+            # ...except in the first episode of a new generation, run in the same work item as
+            # the continue-as-new: durabletask TaskOrchestrationDispatcher keeps the previous
+            # generation's status when the new one set none (`runtimeState.Status ??
+            # carryOverStatus`).
+        if decided.nondeterminism is not None:
             self.stats.non_determinism += 1
-            failure = f"Non-Deterministic workflow detected: {nondeterminism}"
-        elif unsupported is not None:
-            failure = f"Emulator: {unsupported}"
+            failure = f"Non-Deterministic workflow detected: {decided.nondeterminism}"
+        elif decided.unsupported is not None:
+            failure = f"Emulator: {decided.unsupported}"
         if failure is not None or outcome is None:
             message = failure or "orchestration failed"
             appended += [
@@ -879,26 +1161,30 @@ class DurableEngine:
                 h.orchestrator_completed(now),
             ]
             self._finish(instance, "Failed", json.dumps(message), message, now, appended)
-            instance.diagnostics = []
+            instance.diagnostics = list(decided.diagnostics)
             return
         for decision in outcome.new_decisions:
             if decision.kind == "activity":
-                appended.append(
-                    h.task_scheduled(now, decision.event_id, str(decision.name), decision.input)
+                scheduled = h.task_scheduled(
+                    now, decision.event_id, str(decision.name), decision.input
                 )
-                self._work.append(
-                    _WorkItem(
-                        next(self._seq),
-                        instance.instance_id,
-                        instance.execution_id,
-                        decision.event_id,
-                        str(decision.name),
-                        decision.input,
-                    )
+                appended.append(scheduled)
+                work = _WorkItem(
+                    next(self._seq),
+                    instance.instance_id,
+                    instance.execution_id,
+                    decision.event_id,
+                    str(decision.name),
+                    decision.input,
                 )
+                # The TaskScheduled event travels to the work-item queue.
+                self._count_queue_event(instance.instance_id, instance.execution_id, scheduled)
+                self._work.append(work)
             else:
                 assert decision.fire_at is not None
                 appended.append(h.timer_created(now, decision.event_id, decision.fire_at))
+                instance.timers_by_generation[instance.generation] += 1
+                self.stats.timers_created += 1
                 self._timers.append(
                     _Timer(
                         decision.fire_at,
@@ -934,17 +1220,18 @@ class DurableEngine:
             self._finish(instance, "Failed", json.dumps(message), message, now, appended)
         elif outcome.completion == "continued_as_new":
             new_input = outcome.continue_as_new_input
-            appended += [
-                h.continue_as_new(now, outcome.completion_event_id, new_input),
-                h.orchestrator_completed(now),
-            ]
-            instance.history.extend(appended)
-            instance.history_lengths[instance.generation] = len(instance.history)
-            self._start_generation(instance, new_input, now)
+            # durabletask TaskOrchestrationDispatcher.OnProcessWorkItemAsync: a ContinueAsNew
+            # event closes the generation and no OrchestratorCompleted follows it (`if
+            # (!continuedAsNew && ...) AddEvent(new OrchestratorCompletedEvent(-1))`).
+            appended.append(h.continue_as_new(now, outcome.completion_event_id, new_input))
+            self._append_history(instance, appended)
+            self._start_generation(instance, new_input, now, outcome.carried_events)
         else:
-            appended.append(h.orchestrator_completed(now))
-            instance.history.extend(appended)
-            instance.history_lengths[instance.generation] = len(instance.history)
+            # No second OrchestratorCompleted when the episode already ends with one (the first
+            # episode of a continued generation that scheduled nothing): same condition.
+            if appended[-1]["EventType"] != h.EventType.ORCHESTRATOR_COMPLETED:
+                appended.append(h.orchestrator_completed(now))
+            self._append_history(instance, appended)
             instance.last_updated_time = now
 
     def _finish(
@@ -956,22 +1243,40 @@ class DurableEngine:
         now: datetime,
         appended: list[dict[str, Any]],
     ) -> None:
-        instance.history.extend(appended)
-        instance.history_lengths[instance.generation] = len(instance.history)
+        self._append_history(instance, appended)
         instance.status = status
         instance.output = output_json
+        # AzureTableTrackingStore.UpdateStateAsync: the instance row's Output.
+        self._count_table_properties({"Output": output_json})
         instance.failure = failure
         instance.last_updated_time = now
         if status in FINISHED:
             instance.diagnostics = [d for d in instance.diagnostics if "open tasks" not in d]
 
-    def _start_generation(self, instance: _Instance, new_input: str | None, now: datetime) -> None:
-        """ContinueAsNew: a fresh history and execution id; instance-level messages survive."""
+    def _start_generation(
+        self,
+        instance: _Instance,
+        new_input: str | None,
+        now: datetime,
+        carried: list[dict[str, Any]],
+    ) -> None:
+        """ContinueAsNew: a fresh history and execution id.
+
+        The carried events (the shim's ShimOutcome.carried_events: EventRaised events the replay
+        reached after ContinueAsNew) start the new generation right after its ExecutionStarted
+        (durabletask TaskOrchestrationDispatcher.OnProcessWorkItemAsync: `runtimeState.AddEvent(
+        continueAsNewExecutionStarted)`, then each of `carryOverEvents`). Queued messages
+        addressed to the instance (events, terminate) survive and follow; messages for the old
+        execution (its activity results and timers) are dropped.
+        """
         instance.generation += 1
         instance.history = []
         instance.history_lengths.append(0)
+        instance.episodes_by_generation.append(0)
+        instance.timers_by_generation.append(0)
         instance.execution_id = uuid.uuid4().hex
         instance.input = new_input
+        self._count_table_properties({"Input": new_input})
         instance.last_updated_time = now
         start = _Message(
             next(self._seq),
@@ -984,12 +1289,53 @@ class DurableEngine:
                 input_json=new_input,
             ),
             instance.execution_id,
+            continued=True,
+            carried=[dict(event) for event in carried],
         )
         instance.inbox = [start, *(m for m in instance.inbox if m.execution_id is None)]
 
+    def _append_history(self, instance: _Instance, events: list[dict[str, Any]]) -> None:
+        """Commit events to the generation's history (Azure Storage's History table)."""
+        for event in events:
+            self._count_table_properties(event)
+        instance.history.extend(events)
+        instance.history_lengths[instance.generation] = len(instance.history)
+
+    # ---------------------------------------------------------------- payload offloading
+
+    def _count_queue_event(
+        self, instance_id: str, execution_id: str | None, event: dict[str, Any]
+    ) -> None:
+        """A queue message over 45 KB goes to a blob (MessageManager); it never fails."""
+        # Fast path: a JSON-escaped character takes at most 6 UTF-8 bytes (\u00XX), and the
+        # envelope with its ids stays under 4 KB.
+        chars = sum(len(v) for v in event.values() if isinstance(v, str))
+        if chars * 6 + 4096 <= QUEUE_MESSAGE_MAX_BYTES:
+            return
+        if queue_message_bytes(event, instance_id, execution_id) > QUEUE_MESSAGE_MAX_BYTES:
+            self.stats.large_messages += 1
+
+    def _count_queue_message(self, instance_id: str, message: _Message) -> None:
+        self._count_queue_event(instance_id, message.execution_id, message.event)
+
+    def _count_table_properties(self, row: Mapping[str, Any]) -> None:
+        """Table properties over 60 KB of UTF-16 go to blobs (CompressLargeMessageAsync)."""
+        for name in _TABLE_PROPERTIES:
+            value = row.get(name)
+            if isinstance(value, str) and utf16_size(value) > TABLE_PROPERTY_MAX_BYTES:
+                self.stats.large_table_properties += 1
+
     # ---------------------------------------------------------------- drivers
 
+    def _refuse_in_hook(self) -> None:
+        if self._in_hook:
+            raise HostError(
+                "a during_activity hook may raise events, terminate or call HTTP functions, "
+                "but not drive the engine (run_until_idle/advance/run_until_complete)"
+            )
+
     def advance_to_next_timer(self, max_steps: int = 100_000) -> bool:
+        self._refuse_in_hook()
         moment = self.next_timer_at()
         if moment is None:
             return False
@@ -998,6 +1344,7 @@ class DurableEngine:
         return True
 
     def advance(self, seconds: float, max_steps: int = 100_000) -> None:
+        self._refuse_in_hook()
         target = self.clock.now().timestamp() + seconds
         self.run_until_idle(max_steps)
         while True:
@@ -1018,6 +1365,7 @@ class DurableEngine:
         max_virtual_seconds: float,
         max_steps: int,
     ) -> list[InstanceView]:
+        self._refuse_in_hook()
         deadline = self.clock.now().timestamp() + max_virtual_seconds
         start = self.stats.steps
         while True:

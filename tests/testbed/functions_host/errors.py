@@ -35,6 +35,12 @@ class InstanceGoneError(HostError):
     """The instance already finished (the extension answers 410 Gone)."""
 
 
+class InstanceAlreadyExistsError(HostError):
+    """Starting an id whose instance is Pending or Running while host.json keeps the default
+    overridableExistingInstanceStates, NonRunningStates (the extension answers 500 and the SDK's
+    start_new raises)."""
+
+
 class OrchestrationStuckError(HostError):
     """No work is ready, no timer is pending, and the instance has not finished."""
 

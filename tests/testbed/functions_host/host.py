@@ -11,9 +11,11 @@ One host = one Functions host process with one Python worker process:
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from ..clock import VirtualClock
 from ..lifecycle import StartStop
 from ..server_thread import ServerThread
 from .durable_engine import (
+    DEFAULT_OVERRIDABLE_STATES,
     ApiError,
     CrashPoint,
     DurableEngine,
@@ -34,7 +37,12 @@ from .durable_engine import (
     HostStats,
     InstanceView,
 )
-from .errors import HostError, InstanceGoneError, InstanceNotFoundError
+from .errors import (
+    HostError,
+    InstanceAlreadyExistsError,
+    InstanceGoneError,
+    InstanceNotFoundError,
+)
 from .http_invoker import HostKeys, HttpFrontDoor
 from .indexing import AppIndex, IndexedFunction, index_module, route_prefix_from_host_json
 from .rpc_api import DurableHttpApi, make_rpc_app
@@ -141,6 +149,16 @@ class EmulatedHost(StartStop):
     def max_messages_per_episode(self, value: int | None) -> None:
         self.policy.max_messages_per_episode = value
 
+    @property
+    def during_activity(self) -> Callable[[str, Any], object] | None:
+        """Called as (activity name, decoded input) while an activity runs, before its result
+        is committed (see FaultPolicy.during_activity)."""
+        return self.policy.during_activity
+
+    @during_activity.setter
+    def during_activity(self, value: Callable[[str, Any], object] | None) -> None:
+        self.policy.during_activity = value
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> EmulatedHost:
@@ -158,7 +176,10 @@ class EmulatedHost(StartStop):
             self.host_json = json.loads(_find_host_json(self._host_json_arg).read_text())
             durable = (self.host_json.get("extensions") or {}).get("durableTask") or {}
             self.hub_name = self._resolve_setting(str(durable.get("hubName") or "TestHubName"))
-            overridable = str(durable.get("overridableExistingInstanceStates") or "AnyState")
+            # DurableTaskOptions.OverridableExistingInstanceStates defaults to NonRunningStates.
+            overridable = str(
+                durable.get("overridableExistingInstanceStates") or DEFAULT_OVERRIDABLE_STATES
+            )
             self._index = index_module(
                 self.app_module, route_prefix=route_prefix_from_host_json(self.host_json)
             )
@@ -176,7 +197,8 @@ class EmulatedHost(StartStop):
                 policy=self.policy,
                 stats=self.stats,
                 run_orchestrator=self._run_orchestrator,
-                run_activity=self._run_activity,
+                start_activity=self._start_activity,
+                wait_activity=self._wait_activity,
                 on_crash=self._on_crash,
                 strict_determinism=self.strict_determinism,
             )
@@ -257,11 +279,17 @@ class EmulatedHost(StartStop):
         _, worker, _, _ = self._require()
         return worker.run(invoke_orchestrator(worker, function, context_json))
 
-    def _run_activity(self, function: IndexedFunction, input_json: str | None) -> ActivityResult:
+    def _start_activity(
+        self, function: IndexedFunction, input_json: str | None, started: threading.Event
+    ) -> concurrent.futures.Future[ActivityResult]:
         _, worker, _, _ = self._require()
         # An activity may also take a durable client binding (the DFApp wrapper builds it).
         clients = {name: self.durable_client_json() for name in function.durable_client_bindings}
-        return worker.run(invoke_activity(worker, function, input_json, clients))
+        return worker.submit(invoke_activity(worker, function, input_json, clients, started))
+
+    def _wait_activity(self, future: concurrent.futures.Future[ActivityResult]) -> ActivityResult:
+        _, worker, _, _ = self._require()
+        return worker.wait(future)
 
     def _on_crash(self, point: CrashPoint) -> None:
         self.restart_worker()
@@ -408,6 +436,10 @@ class EmulatedHost(StartStop):
             return InstanceNotFoundError(message)
         if exc.status == 410:
             return InstanceGoneError(message)
+        if body.get("ExceptionType") == (
+            "DurableTask.Core.Exceptions.OrchestrationAlreadyExistsException"
+        ):
+            return InstanceAlreadyExistsError(message)
         return HostError(message)
 
     def instance(self, instance_id: str) -> InstanceView | None:

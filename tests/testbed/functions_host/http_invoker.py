@@ -81,7 +81,8 @@ class HttpFrontDoor:
         path_only = "/" + path.strip("/")
         lower_path = path_only.lower()
         lower_headers = {k.lower(): v for k, v in headers.items()}
-        provided = lower_headers.get("x-functions-key") or query.get("code")
+        # The header wins even when empty (AuthenticationLevelHandler: TryGetValue, then First()).
+        provided = lower_headers.get("x-functions-key", query.get("code"))
         if lower_path == EVENTGRID_WEBHOOK:
             if method not in ("POST", "OPTIONS"):
                 return _empty(404)

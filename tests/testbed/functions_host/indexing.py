@@ -2,15 +2,19 @@
 
 The worker (azure_functions_worker.loader.index_function_app) imports the script module,
 requires exactly one top-level FunctionRegister, calls `app.get_functions()` and sends each
-function's raw bindings (JSON strings) to the host. While loading each function it checks
-that Python parameters and bindings correspond one to one (a parameter named `context`
-without a binding is the invocation context) and that annotations fit the binding's
-converter (functions.Registry.add_function). The host then refuses duplicate names and
+function's raw bindings (JSON strings) to the host. While loading each function
+(functions.Registry.add_indexed_function) it checks that Python parameters and bindings
+correspond one to one (a parameter named `context` without a binding is the invocation
+context) and applies its annotation rules (`check_annotations` below, copied from the worker).
+One refused function fails the whole app. The host then refuses duplicate names and
 conflicting HTTP routes, and the Durable extension registers orchestrators and activities.
+tests/test_worker_indexing.py runs the worker's own code on the app and checks this copy
+against it.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
 import json
@@ -20,9 +24,10 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar, Generic, Union
 
 from azure.functions import FunctionRegister
+from azure.functions.decorators.core import DataType
 from azure.functions.meta import get_binding_registry
 
 from .errors import IndexingError, UnsupportedFeatureError
@@ -109,10 +114,233 @@ def _get_functions(app: FunctionRegister) -> list[Any]:
     return functions
 
 
-def _check_parameters(
+# ---------------------------------------------------------------- the worker's annotation rules
+#
+# Copied from the Python 3.11 worker, Azure/azure-functions-python-worker
+# workers/azure_functions_worker/functions.py @ d7d9dd53 (Registry.validate_function_params and
+# Registry.get_function_return_type), with its vendored typing_inspect
+# (azure_functions_worker/_thirdparty/typing_inspect.py) and bindings/meta.py
+# (check_input_type_annotation, check_output_type_annotation, has_implicit_output, get_binding).
+# azure-functions-runtime 1.3.0 (the worker library on PyPI, azure_functions_runtime/
+# functions.py) has the same rules; only the wording of the "does not match" messages differs.
+#
+# For every parameter bound to an input binding, with annotation A:
+# 1. A must be a class or a typing-module generic (`is_generic_type`): a PEP 585 alias such
+#    as dict[str, Any] or list[str] (types.GenericAlias), a union (X | None, Optional[X]),
+#    a tuple[...] / Tuple[...] or a Callable is refused, whatever the binding:
+#    "binding {param} has invalid non-type annotation {A!r}" (Azure/azure-functions-durable-python
+#    #468). typing.Dict[str, Any] passes this step; plain dict, str, a TypedDict class and (3.11)
+#    Any are classes.
+# 2. func.Out[...] only on "out" bindings (and the reverse).
+# 3. str and bytes on a binding without implicit output use the "generic" binding.
+# 4. The binding's converter (azure.functions, by binding type) must accept A:
+#    check_input_type_annotation. activityTrigger accepts anything (ActivityTriggerConverter);
+#    orchestrationTrigger only OrchestrationContext; httpTrigger HttpRequest; eventGridTrigger
+#    EventGridEvent; "generic" (str/bytes, and durableClient, which the Durable SDK rewrites to
+#    str) str or bytes. A converter that raises (issubclass() of a typing generic) fails the
+#    indexing with that error.
+# Return annotations are checked only for an explicit "$return" binding (HTTP's "http"): a
+# class (no union, no generic alias) the output converter accepts (HttpResponse or str for
+# "http"). Trigger bindings with implicit output (activity, orchestration) are not checked.
+
+
+class _GenericBinding:
+    """bindings/generic.py GenericBinding: what the worker uses for unregistered types."""
+
+    @staticmethod
+    def check_input_type_annotation(pytype: type) -> bool:
+        return issubclass(pytype, (str, bytes))
+
+    @staticmethod
+    def check_output_type_annotation(pytype: type) -> bool:
+        return issubclass(pytype, (str, bytes, bytearray))
+
+
+# typing's own generic aliases (typing.Dict[str, Any], bare typing.List), the only generics the
+# worker's typing_inspect knows; dict[str, Any] is a types.GenericAlias, not one of them.
+_GENERIC_ALIAS: type = typing._GenericAlias  # type: ignore[attr-defined]
+_SPECIAL_GENERIC_ALIAS: type = typing._SpecialGenericAlias  # type: ignore[attr-defined]
+
+
+def is_generic_type(tp: Any) -> bool:
+    """typing_inspect.is_generic_type as the worker vendors it (Python >= 3.9 branch).
+
+    Only typing-module aliases count: types.GenericAlias (dict[str, Any]) is not one.
+    """
+    return (isinstance(tp, type) and issubclass(tp, Generic)) or (
+        isinstance(tp, (_GENERIC_ALIAS, _SPECIAL_GENERIC_ALIAS))
+        and getattr(tp, "__origin__", None)
+        not in (Union, tuple, ClassVar, collections.abc.Callable)
+    )
+
+
+def _get_origin(tp: Any) -> Any:
+    """typing_inspect.get_origin as the worker vendors it."""
+    if isinstance(tp, _GENERIC_ALIAS):
+        origin = getattr(tp, "__origin__", None)
+        return origin if origin is not ClassVar else None
+    if tp is Generic:
+        return Generic
+    return None
+
+
+def _get_binding(registry: Any, binding_type: str) -> Any:
+    """bindings.meta.get_binding: the app's azure-functions converter, else GenericBinding."""
+    return registry.get(binding_type) or _GenericBinding
+
+
+def _has_implicit_output(registry: Any, binding_type: str) -> bool:
+    """bindings.meta.has_implicit_output (GenericBinding: all but durableClient)."""
+    binding = _get_binding(registry, binding_type)
+    if binding is _GenericBinding:
+        return binding_type != "durableClient"
+    return bool(getattr(binding, "has_implicit_output", lambda: False)())
+
+
+def _converter_check(name: str, check: Callable[[Any], Any], pytype: Any) -> bool:
+    try:
+        return bool(check(pytype))
+    except TypeError as exc:  # the worker does not catch it: indexing fails with it
+        raise IndexingError(f"cannot load the {name} function: TypeError: {exc}") from exc
+
+
+def _is_out(annotation: Any) -> bool:
+    if is_generic_type(annotation):
+        origin = _get_origin(annotation)
+        if origin is not None:
+            return isinstance(origin, type) and origin.__name__ == "Out"
+    return isinstance(annotation, type) and annotation.__name__ == "Out"
+
+
+def _data_type(binding: Mapping[str, Any]) -> int | None:
+    """What the worker compares: the SDK binding's data_type (DataType value, None if unset)."""
+    raw = binding.get("dataType")
+    if raw is None:
+        return None
+    return int(DataType[str(raw)].value) if isinstance(raw, str) else int(raw)
+
+
+def check_annotations(
+    name: str,
+    params: Mapping[str, inspect.Parameter],
+    bound: Mapping[str, Mapping[str, Any]],
+    annotations: Mapping[str, Any],
+) -> None:
+    """Registry.validate_function_params' annotation rules for the parameters bound to
+    bindings (`params` without the invocation context), raising what the worker raises."""
+    registry: Any = get_binding_registry()  # type: ignore[no-untyped-call]
+    for param_name in params:
+        binding = bound[param_name]
+        binding_type = str(binding["type"])
+        has_annotation = param_name in annotations
+        annotation = annotations.get(param_name)
+        is_param_out = has_annotation and _is_out(annotation)
+        is_binding_out = str(binding.get("direction", "")).upper() == "OUT"
+        pytype = annotation
+        if is_param_out:
+            # typing_inspect.get_args: the arguments of a typing._GenericAlias, else ().
+            args: tuple[Any, ...] = (
+                tuple(getattr(annotation, "__args__", ()))
+                if isinstance(annotation, _GENERIC_ALIAS)
+                else ()
+            )
+            if len(args) != 1:
+                raise IndexingError(
+                    f"cannot load the {name} function: binding {param_name} has invalid Out "
+                    f"annotation {annotation!r}"
+                )
+            pytype = args[0]
+        if has_annotation and not isinstance(pytype, type) and not is_generic_type(pytype):
+            raise IndexingError(
+                f"cannot load the {name} function: binding {param_name} has invalid non-type "
+                f"annotation {annotation!r}"
+            )
+        if is_binding_out and has_annotation and not is_param_out:
+            raise IndexingError(
+                f"cannot load the {name} function: binding {param_name} is declared to have the "
+                '"out" direction, but its annotation in Python is not a subclass of '
+                "azure.functions.Out"
+            )
+        if not is_binding_out and is_param_out:
+            raise IndexingError(
+                f"cannot load the {name} function: binding {param_name} is declared to have the "
+                '"in" direction in the function definition (function.json or function '
+                "decorators), but its annotation is azure.functions.Out in Python"
+            )
+        if not has_annotation:
+            continue
+        if pytype in (str, bytes) and not _has_implicit_output(registry, binding_type):
+            bind_type = "generic"
+        else:
+            bind_type = binding_type
+        converter = _get_binding(registry, bind_type)
+        check = (
+            converter.check_output_type_annotation
+            if is_param_out
+            else converter.check_input_type_annotation
+        )
+        if _converter_check(name, check, pytype):
+            continue
+        type_name = getattr(pytype, "__name__", repr(pytype))
+        data_type = _data_type(binding)
+        # `binding.data_type is not protos.BindingInfo.undefined`: an unset data type (None)
+        # takes this branch too.
+        if data_type is None or data_type != 0:
+            raise IndexingError(
+                f"cannot load the {name} function: {param_name!r} binding type "
+                f'"{binding_type}" and dataType "{data_type}" in function definition '
+                "(function.json or function decorators) do not match the corresponding "
+                f'function parameter\'s Python type annotation "{type_name}"'
+            )
+        raise IndexingError(
+            f"cannot load the {name} function: type of {param_name} binding in function "
+            f'definition (function.json or function decorators) "{binding_type}" does not '
+            f'match its Python annotation "{type_name}"'
+        )
+
+
+def check_return_annotation(
+    name: str, bindings: list[dict[str, Any]], annotations: Mapping[str, Any]
+) -> None:
+    """Registry.get_function_return_type: only an explicit "$return" binding is checked."""
+    explicit = next((b for b in bindings if b.get("name") == "$return"), None)
+    if explicit is None or "return" not in annotations:
+        return
+    binding_type = str(explicit["type"])
+    annotation = annotations["return"]
+    if is_generic_type(annotation):
+        origin = _get_origin(annotation)
+        if origin is None:  # `get_origin(...).__name__` on None: the worker fails with it
+            raise IndexingError(
+                f"cannot load the {name} function: AttributeError: 'NoneType' object has no "
+                "attribute '__name__'"
+            )
+        if getattr(origin, "__name__", None) == "Out":
+            raise IndexingError(
+                f"cannot load the {name} function: return annotation should not be "
+                "azure.functions.Out"
+            )
+    if not isinstance(annotation, type):
+        raise IndexingError(
+            f"cannot load the {name} function: has invalid non-type return annotation "
+            f"{annotation!r}"
+        )
+    registry: Any = get_binding_registry()  # type: ignore[no-untyped-call]
+    converter = _get_binding(registry, binding_type)
+    if not _converter_check(name, converter.check_output_type_annotation, annotation):
+        raise IndexingError(
+            f'cannot load the {name} function: Python return annotation "{annotation.__name__}" '
+            f'does not match binding type "{binding_type}"'
+        )
+
+
+def check_function(
     name: str, func: Callable[..., Any], bindings: list[dict[str, Any]]
 ) -> tuple[bool, dict[str, Any]]:
-    """functions.Registry.add_function: parameters vs bindings, context, annotations."""
+    """functions.Registry.add_indexed_function: parameters vs bindings, context, annotations.
+
+    Returns whether the function takes the invocation context, and its bindings by name.
+    """
     try:
         params = dict(inspect.signature(func).parameters)
     except (TypeError, ValueError) as exc:
@@ -155,35 +383,11 @@ def _check_parameters(
             f"cannot load the {name} function: the following parameters are declared in the "
             f"function's bindings but not in Python: {sorted(extra_bindings)!r}"
         )
-    registry: Any = get_binding_registry()  # type: ignore[no-untyped-call]
+    check_annotations(name, params, bound, annotations)
+    check_return_annotation(name, bindings, annotations)
     for param_name in params:
-        binding = bound[param_name]
-        annotation = annotations.get(param_name)
-        if annotation is None:
-            continue
-        if str(binding.get("direction", "")).upper() == "OUT":
+        if str(bound[param_name].get("direction", "")).upper() == "OUT":
             raise UnsupportedFeatureError(f"{name}: output binding parameters are not emulated")
-        if not isinstance(annotation, type) and typing.get_origin(annotation) is None:
-            raise IndexingError(
-                f"cannot load the {name} function: binding {param_name} has invalid non-type "
-                f"annotation {annotation!r}"
-            )
-        # The worker treats str/bytes annotations as the "generic" binding, which accepts them.
-        if annotation in (str, bytes):
-            continue
-        converter = registry.get(binding["type"])
-        if converter is None or not hasattr(converter, "check_input_type_annotation"):
-            continue
-        pytype = annotation if isinstance(annotation, type) else typing.get_origin(annotation)
-        try:
-            accepted = bool(converter.check_input_type_annotation(pytype))
-        except TypeError:
-            accepted = False
-        if not accepted:
-            raise IndexingError(
-                f'cannot load the {name} function: type of {param_name} binding "{binding["type"]}" '
-                f'does not match its Python annotation "{getattr(pytype, "__name__", pytype)}"'
-            )
     return requires_context, bound
 
 
@@ -236,7 +440,7 @@ def index_module(module_name: str, *, route_prefix: str) -> AppIndex:
                 f"{trigger['name']!r}) does not match the SDK wrapper's parameter 'context'; "
                 "the real worker fails to load it. Use context_name='context'."
             )
-        requires_context, _ = _check_parameters(name, user_function, bindings)
+        requires_context, _ = check_function(name, user_function, bindings)
         route: str | None = None
         methods: tuple[str, ...] | None = None
         auth_level: str | None = None

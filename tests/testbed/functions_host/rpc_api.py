@@ -3,8 +3,12 @@
 `DurableOrchestrationClient` talks plain HTTP to `rpcBaseUrl` (…/durabletask/). The same
 handler serves the public webhook paths (/runtime/webhooks/durabletask/…) through the
 emulated host's HTTP front door. Status codes and bodies are the ones the SDK's client code
-branches on: start 202/400, status 200/202/404-with-empty-body, raiseEvent 202/404/410,
-terminate 202/404/410, purge 200/404.
+branches on: start 202/400, or 500 when the id exists and may not be replaced
+(overridableExistingInstanceStates; HttpApiHandler.HandleRequestAsync's catch-all),
+status 200/202/404-with-empty-body, raiseEvent 202/404/410, terminate 202/404/410,
+purge 200/404. Error bodies have the extension's own CreateErrorResponse shape
+(HttpRequestMessageExtensions: Message, ExceptionMessage, ExceptionType, StackTrace).
+No request or payload size is checked: the extension has none for starts and events.
 """
 
 from __future__ import annotations

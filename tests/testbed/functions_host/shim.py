@@ -18,7 +18,10 @@ history is replayed against those calls. This module reproduces that model in mi
   but were still recorded, so their TimerFired still arrives later and is ignored;
 - the orchestration completes only when the shim has awaited every action, the SDK reported
   isDone/error, AND DTFx has no open tasks (TaskOrchestrationExecutor: `if
-  (!context.HasOpenTasks)`): an uncancelled timer keeps an instance Running.
+  (!context.HasOpenTasks)`): an uncancelled timer keeps an instance Running;
+- once the shim has called ContinueAsNew, every EventRaised the replay processes is set aside
+  for the next generation instead of being raised (carried_events), as DTFx does with the
+  Azure Storage backend's default EventBehaviourForContinueAsNew = Carryover.
 
 Whatever the shim has called but history does not yet record becomes this episode's new
 TaskScheduled/TimerCreated events.
@@ -138,6 +141,9 @@ class ShimOutcome:
     failure: str | None
     continue_as_new_input: str | None
     diagnostics: list[str] = field(default_factory=list)
+    # EventRaised events processed after the shim called ContinueAsNew, in history order: DTFx
+    # starts the next generation with them (meaningful when completion == "continued_as_new").
+    carried_events: list[HistoryEvent] = field(default_factory=list)
 
 
 class ShimReplay:
@@ -172,6 +178,7 @@ class ShimReplay:
         self._fault: str | None = None
         self._can_input: str | None = None
         self._can_called = False
+        self._carried: list[HistoryEvent] = []
         self._diagnostics: list[str] = []
 
     # -- replay ---------------------------------------------------------------------------
@@ -197,8 +204,30 @@ class ShimReplay:
                 if task is not None:
                     task.fut.resolve(True)
             elif event_type == EventType.EVENT_RAISED:
-                self._raise_event(str(event["Name"]), event.get("Input"))
+                self._event_raised(event)
         return self._outcome()
+
+    def _event_raised(self, event: HistoryEvent) -> None:
+        """DTFx TaskOrchestrationExecutor.ProcessEvent(EventRaised).
+
+        durabletask src/DurableTask.Core/TaskOrchestrationContext.cs, HandleEventRaisedEvent:
+        `if (skipCarryOverEvents || !this.HasContinueAsNew)` raise the event, else
+        `AddEventToNextIteration` (continueAsNew.CarryoverEvents). skipCarryOverEvents is
+        `eventBehaviourForContinueAsNew == BehaviorOnContinueAsNew.Ignore`
+        (TaskOrchestrationExecutor constructor), and the Azure Storage provider's
+        AzureStorageOrchestrationServiceSettings.EventBehaviourForContinueAsNew defaults to
+        Carryover (the extension does not change it). HasContinueAsNew turns true when the
+        extension's shim invokes the ContinueAsNew action (OutOfProcOrchestrationShim.
+        InvokeAPIFromAction -> DurableOrchestrationContext.ContinueAsNew ->
+        InnerContext.ContinueAsNew), i.e. once every action before it has been awaited.
+        The SDK has no preserveUnprocessedEvents: the shim calls ContinueAsNew(input), whose
+        default is false, so events buffered before that point are not re-sent
+        (DurableTaskExtension: RescheduleBufferedExternalEvents only if PreserveUnprocessedEvents).
+        """
+        if self._can_called:
+            self._carried.append(dict(event))
+        else:
+            self._raise_event(str(event["Name"]), event.get("Input"))
 
     def _outcome(self) -> ShimOutcome:
         new_decisions = sorted(self._pending.values(), key=lambda d: d.event_id)
@@ -247,6 +276,7 @@ class ShimReplay:
             failure=failure,
             continue_as_new_input=self._can_input,
             diagnostics=diagnostics,
+            carried_events=list(self._carried),
         )
 
     def _match(self, event: HistoryEvent) -> None:
@@ -470,6 +500,42 @@ class ShimReplay:
             inner = ", ".join(self._describe_action(c) for c in action.get("compoundActions") or [])
             return f"{label}[{inner}]"
         return label
+
+
+def dtfx_outcome_without_actions(history: list[HistoryEvent], reason: str) -> tuple[str, bool]:
+    """DTFx's verdict when TaskOrchestration.Execute faulted before calling any API.
+
+    durabletask src/DurableTask.Core/TaskOrchestrationExecutor.cs, ExecuteCore keeps processing
+    the generation's history after ExecutionStarted: the first recorded TaskScheduled or
+    TimerCreated finds an empty orchestratorActionsMap, and TaskOrchestrationContext.
+    HandleTaskScheduledEvent / HandleTimerCreatedEvent throw NonDeterministicOrchestrationException
+    ("Non-Deterministic workflow detected: " + details), which ExecuteCore catches and passes to
+    FailOrchestration. With nothing recorded, the faulted result fails the orchestration with
+    the exception's message (`reason`). Returns (failure reason, whether it is the former).
+    """
+    prefix = "Non-Deterministic workflow detected: "
+    suffix = (
+        "Was a change made to the orchestrator code after this instance had already started "
+        "running?"
+    )
+    for event in history:
+        event_id = event.get("EventId")
+        if event["EventType"] == EventType.TASK_SCHEDULED:
+            return (
+                f"{prefix}A previous execution of this orchestration scheduled an activity task "
+                f"with sequence ID {event_id} and name '{event.get('Name')}' (version "
+                f"'{event.get('Version') or ''}'), but the current replay execution hasn't "
+                f"(yet?) scheduled this task. {suffix}",
+                True,
+            )
+        if event["EventType"] == EventType.TIMER_CREATED:
+            return (
+                f"{prefix}A previous execution of this orchestration scheduled a timer task with "
+                f"sequence number {event_id} but the current replay execution hasn't (yet?) "
+                f"scheduled this task. {suffix}",
+                True,
+            )
+    return reason, False
 
 
 def _when_any(children: list[_Fut]) -> _Fut:

@@ -169,7 +169,19 @@ class WorkerLoop:
             raise RuntimeError(
                 "called the emulated host synchronously from code running on its own worker loop"
             )
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return self.wait(self.submit(coro), timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start `coro` on the worker loop without waiting (the caller may do other work)."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "called the emulated host synchronously from code running on its own worker loop"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def wait(self, future: concurrent.futures.Future[T], timeout: float | None = None) -> T:
+        """Wait (from another thread) for a future returned by `submit`."""
         try:
             return future.result(self.invocation_timeout if timeout is None else timeout)
         except concurrent.futures.TimeoutError:
@@ -178,11 +190,28 @@ class WorkerLoop:
                 f"an invocation did not finish within {self.invocation_timeout} s of real time"
             ) from None
 
-    async def call(self, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        """Invoke user code as the worker does: await coroutines, run sync code in the executor."""
+    async def call(
+        self,
+        function: Callable[..., Any],
+        kwargs: dict[str, Any],
+        on_start: Callable[[], None] | None = None,
+    ) -> Any:
+        """Invoke user code as the worker does: await coroutines, run sync code in the executor.
+
+        `on_start` runs right before the user function, in the thread that runs it.
+        """
         if inspect.iscoroutinefunction(function):
+            if on_start is not None:
+                on_start()
             return await function(**kwargs)
-        return await self.loop.run_in_executor(None, functools.partial(function, **kwargs))
+        if on_start is None:
+            return await self.loop.run_in_executor(None, functools.partial(function, **kwargs))
+
+        def run() -> Any:
+            on_start()
+            return function(**kwargs)
+
+        return await self.loop.run_in_executor(None, run)
 
     def stop(self) -> None:
         if not self._thread.is_alive():
@@ -238,8 +267,13 @@ async def invoke_activity(
     function: IndexedFunction,
     input_json: str | None,
     extra_inputs: dict[str, Any] | None = None,
+    started: threading.Event | None = None,
 ) -> ActivityResult:
-    """One activity invocation, decoded/encoded with azure.functions' ActivityTriggerConverter."""
+    """One activity invocation, decoded/encoded with azure.functions' ActivityTriggerConverter.
+
+    `started` is set just before the user function is called (the engine waits for it before
+    running its `during_activity` hook, so the hook runs while the activity is in flight).
+    """
     try:
         value = ActivityTriggerConverter.decode(
             Datum("null" if input_json is None else input_json, "json"), trigger_metadata=None
@@ -247,10 +281,15 @@ async def invoke_activity(
         kwargs: dict[str, Any] = {function.trigger_binding_name: value, **(extra_inputs or {})}
         if function.requires_context:
             kwargs["context"] = InvocationContext(function.name)
-        returned = await worker.call(function.user_function, kwargs)
+        returned = await worker.call(
+            function.user_function, kwargs, started.set if started is not None else None
+        )
         datum = ActivityTriggerConverter.encode(returned, expected_type=None)
     except Exception as exc:
         return ActivityResult(failure=failure_from(exc))
+    finally:
+        if started is not None:
+            started.set()  # also when decoding failed before the call
     return ActivityResult(result_json=str(datum.value))
 
 
