@@ -10,12 +10,12 @@ calls; the simulator's results are checked against the real orchestrator's polls
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, Protocol
 
+from shared.http_api import idempotent_submission_id, key_caller
 from shared.schedule import PollingPolicy, poll_wait_seconds
 
 MICROS = 1_000_000
@@ -256,10 +256,15 @@ def simulate(strategy: Strategy, duration: float, seed: str) -> Outcome:
     return Outcome(polls, None, last)
 
 
+# The function key the test bed's host hands out (tests/testbed/functions_host/host.py).
+BENCH_FUNCTION_KEY = "test-function-key"
+
+
 def submission_id_for(idempotency_key: str) -> str:
-    """The submission id POST /api/runs derives from an Idempotency-Key (checked against the
-    app's own answer in every benchmark run, so a change there fails loudly)."""
-    return hashlib.sha256(f"idempotency-key\x1f{idempotency_key}".encode()).hexdigest()[:32]
+    """The submission id POST /api/runs derives from an Idempotency-Key sent with the bed's
+    function key (checked against the app's own answer in every benchmark run, so a change
+    there fails loudly)."""
+    return idempotent_submission_id(key_caller(BENCH_FUNCTION_KEY), idempotency_key)
 
 
 def delay_bound(policy: PollingPolicy, duration: float) -> float:

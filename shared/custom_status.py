@@ -83,7 +83,8 @@ def bounded_custom_status(
         if utf16_json_size(result) <= budget:
             break
     else:
-        return {"status": result.get("status"), "phase": result.get("phase"), "truncated": True}
+        minimal = ("status", "phase", "caller")
+        return {**{k: result.get(k) for k in minimal}, "truncated": True}
     if isinstance(action, dict):
         _fit_calls(result, action, calls, budget)
     return result

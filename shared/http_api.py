@@ -262,7 +262,23 @@ async def _relay_status(req: func.HttpRequest, client: Any) -> tuple[str, Any]:
     status = await client.get_status(submission_id)
     if not status or not is_relay_instance(status.name, ORCHESTRATOR_NAME):
         raise NOT_FOUND
+    owner = await _owner(client, submission_id, status)
+    if owner is not None and owner != caller_identity(req, get_settings()):
+        # Callers are kept apart: another caller's submission does not exist for them.
+        raise NOT_FOUND
     return submission_id, status
+
+
+async def _owner(client: Any, submission_id: str, status: Any) -> str | None:
+    """The caller that submitted it: from the custom status, or (before the orchestration
+    first wrote one) from its input. None for submissions from before callers were known."""
+    progress = status.custom_status if isinstance(status.custom_status, dict) else {}
+    if "caller" in progress:
+        return progress["caller"] if isinstance(progress["caller"], str) else None
+    with_input = await client.get_status(submission_id, show_input=True)
+    submission = _decoded_input(getattr(with_input, "input_", None)).get("submission")
+    caller = submission.get("caller") if isinstance(submission, dict) else None
+    return caller if isinstance(caller, str) else None
 
 
 def _runtime(status: Any) -> str:

@@ -198,6 +198,8 @@ def _publish_custom_status(context: Any, state: RelayState) -> None:
         "deadlineAt": state.deadline_at,
         "cancellationReason": state.cancel_reason,
         "requiredAction": _status_required_action(state),
+        # Who submitted it: the HTTP routes answer only that caller (not shown to callers).
+        "caller": state.submission.get("caller"),
     }
     if state.last_error:
         status["lastError"] = state.last_error

@@ -249,3 +249,54 @@ def test_a_retry_while_the_first_is_pending_or_running_joins_it(bed: RelayBed) -
     assert bed.complete(submission_id)["status"] == "completed"
     assert runs_created(bed, submission_id) == {submission_id: 1}
     assert len(bed.events_for(submission_id)) == 1
+
+
+# --- callers kept apart after submitting ------------------------------------------------------
+
+
+def test_another_caller_cannot_see_cancel_or_answer_a_submission(bed: RelayBed) -> None:
+    master = bed.host.keys.master_key
+    mine = bed.submit()
+    bed.host.run_until_idle()  # the orchestration has written its status
+    theirs_get = bed.host.http("GET", f"/api/runs/{mine}", key=master)
+    assert problem(theirs_get, 404, "id")
+    for path in (f"/api/runs/{mine}/cancel", f"/api/runs/{mine}/tool-outputs"):
+        body = {"toolOutputs": [{"toolCallId": "call_x", "output": "x"}]}
+        response = bed.host.http(
+            "POST",
+            path,
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            key=master,
+        )
+        assert problem(response, 404, "id")
+    assert bed.complete(mine)["status"] == "completed"
+    assert bed.agents.calls("runs.cancel") == []
+
+
+def test_a_pending_submission_is_kept_apart_too(bed: RelayBed) -> None:
+    mine = bed.submit()  # not started yet: no custom status, the input says who submitted
+    response = bed.host.http("GET", f"/api/runs/{mine}", key=bed.host.keys.master_key)
+    assert problem(response, 404, "id")
+    assert bed.host.http("GET", f"/api/runs/{mine}").status_code == 200
+    bed.complete(mine)
+
+
+def test_a_thread_the_relay_made_for_one_caller_is_refused_to_another(bed: RelayBed) -> None:
+    first = bed.submit()
+    thread_id = bed.complete(first)["agentRun"]["threadId"]
+    master = bed.host.keys.master_key
+    with changed_settings(bed, ALLOW_CALLER_THREADS="true"):
+        body = {"agentId": bed.agent_id, "input": "let me in", "threadId": thread_id}
+        intruder = accepted(post(bed, body, key=master))
+        view = bed.host.http("GET", f"/api/runs/{intruder}", key=master)
+        bed.host.run_until_complete(intruder)
+        view = json.loads(bed.host.http("GET", f"/api/runs/{intruder}", key=master).get_body())
+        assert view["status"] == "failed"
+        assert view["result"]["lastError"]["code"] == "thread_not_allowed"
+        assert runs_created(bed, intruder) == Counter()
+        contents = [r.body["content"] for r in bed.agents.calls("messages.create")]
+        assert "let me in" not in contents
+        # Its owner may continue it.
+        own = accepted(post(bed, {**body, "input": "mine"}))
+        assert bed.complete(own)["status"] == "completed"

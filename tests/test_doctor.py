@@ -58,6 +58,7 @@ def run_doctor(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
     return items, counts
 
 
+@pytest.mark.slow  # about 20 s: the doctor walks the whole tree, .venv and node_modules too
 def test_doctor_finds_no_failure_in_the_app(tmp_path: Path) -> None:
     items, counts = run_doctor(tmp_path)
     failures = [f"{item['rule_id']}: {item['value']}" for item in items if item["status"] == "fail"]

@@ -53,8 +53,9 @@ def test_many_tool_calls_keep_the_custom_status_under_the_limit(count: int) -> N
         shown = action["toolCalls"]
         assert 1 <= len(shown) <= count
         assert action["truncated"] is (len(shown) < count)
-        custom_status = bed.host.instance(submission_id).custom_status
-        assert utf16_json_size(custom_status) < CUSTOM_STATUS_LIMIT_BYTES
+        instance = bed.host.instance(submission_id)
+        assert instance is not None
+        assert utf16_json_size(instance.custom_status) < CUSTOM_STATUS_LIMIT_BYTES
         (announced,) = requires_action_events(bed, submission_id)
         calls = announced["data"]["toolCalls"]
         assert len(calls) == count

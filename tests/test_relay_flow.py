@@ -201,7 +201,7 @@ def test_an_unknown_agent_fails_the_submission_and_still_publishes() -> None:
 
 
 def test_continuing_an_existing_thread_adds_the_messages_to_it() -> None:
-    with relay_bed() as bed:
+    with relay_bed(settings={"ALLOW_CALLER_THREADS": "true"}) as bed:
         first = bed.submit(input="first question")
         thread_id = bed.complete(first)["agentRun"]["threadId"]
         second = bed.submit(threadId=thread_id, input="follow-up")

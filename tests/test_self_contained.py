@@ -178,12 +178,19 @@ def test_every_spec_file_is_listed_with_its_source() -> None:
         match.group(1): int(match.group(2))
         for match in re.finditer(r"^\| `([^`]+)` \|.*\| (\d+) \| [^|]+ \|$", sources, re.M)
     }
-    shipped = {p.name: p.stat().st_size for p in SPECS.iterdir() if p.name != "SOURCES.md"}
+    shipped = {
+        p.name: p.stat().st_size
+        for p in SPECS.iterdir()
+        if p.name != "SOURCES.md" and not p.name.startswith("LICENSE-")
+    }
     assert shipped == rows
     for name in shipped:
         json.loads((SPECS / name).read_text(encoding="utf-8"))
-    assert "MIT" in sources
-    assert "Apache-2.0" in sources
+    # Each licence named is shipped beside the files, and named in SOURCES.md.
+    for licence in ("LICENSE-MIT-azure-rest-api-specs.txt", "LICENSE-Apache-2.0.txt"):
+        assert (SPECS / licence).is_file()
+        assert licence in sources
+    assert "Apache License" in (SPECS / "LICENSE-Apache-2.0.txt").read_text(encoding="utf-8")
 
 
 def test_the_topic_reads_the_specs_in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tests.processes import run_captured
+from tests.testbed.functions_host import EmulatedHost
 from tests.testbed.functions_host.errors import IndexingError
 from tests.testbed.functions_host.indexing import check_function, find_app
 
@@ -185,6 +186,23 @@ def test_the_worker_loads_every_function_of_the_app(tmp_path: Path) -> None:
         assert function["language"] == "python"
         assert function["properties"] == {"worker_indexed": "True"}
         assert function["retry_options"] is None
+
+
+def test_the_emulated_host_sees_the_functions_and_bindings_the_worker_sends(
+    tmp_path: Path,
+) -> None:
+    worker = run_worker_indexing(ROOT, tmp_path)
+    assert worker["ok"]
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    with EmulatedHost("function_app", host_json=ROOT / "host.json", env=sample) as host:
+        emulated = {
+            name: sorted(function.bindings, key=lambda b: str(b["name"]))
+            for name, function in host.functions.items()
+        }
+    assert emulated == {
+        function["name"]: sorted(function["raw_bindings"], key=lambda b: str(b["name"]))
+        for function in worker["functions"]
+    }
 
 
 def test_the_worker_refuses_a_parameterised_generic_activity_payload(tmp_path: Path) -> None:

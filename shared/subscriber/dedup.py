@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient
-from azure.identity.aio import DefaultAzureCredential
+from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
 TABLE_NAME = "relayprocessedevents"
 # Azurite's well-known development account (public, documented, not a secret).
@@ -39,9 +39,14 @@ def table_client_from_settings(env: Mapping[str, str]) -> TableClient:
     account = env.get("AzureWebJobsStorage__accountName", "").strip()
     if not account:
         raise RuntimeError("set AzureWebJobsStorage or AzureWebJobsStorage__accountName")
-    credential = DefaultAzureCredential(
-        managed_identity_client_id=env.get("AzureWebJobsStorage__clientId") or None
-    )
+    client_id = env.get("AzureWebJobsStorage__clientId") or None
+    credential: ManagedIdentityCredential | DefaultAzureCredential
+    if env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"):
+        # In Azure (App Service sets these for an app with a managed identity): the identity
+        # only, not DefaultAzureCredential's chain of developer credentials.
+        credential = ManagedIdentityCredential(client_id=client_id)
+    else:
+        credential = DefaultAzureCredential(managed_identity_client_id=client_id)
     endpoint = f"https://{account}.table.core.windows.net"
     return TableClient(endpoint, table_name=TABLE_NAME, credential=credential)
 
