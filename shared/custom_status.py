@@ -20,6 +20,8 @@ STATUS_ARGUMENTS_MAX_CHARS = 1024
 STATUS_NAME_MAX_CHARS = 256
 STATUS_STRING_MAX_CHARS = 256
 STATUS_ERROR_MESSAGE_MAX_CHARS = 500
+# Characters Newtonsoft's JavaScriptUtils.WriteEscapedString escapes that json.dumps does not.
+NEWTONSOFT_ESCAPED = ("\u0085", "\u2028", "\u2029")
 
 
 def utf16_json_size(value: Any) -> int:
@@ -29,7 +31,9 @@ def utf16_json_size(value: Any) -> int:
     Newtonsoft, which keeps non-ASCII characters as they are (two or four bytes each).
     """
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return len(text.encode("utf-16-le", errors="surrogatepass"))
+    # Newtonsoft escapes these three as \uXXXX where Python writes them raw.
+    escaped = sum(text.count(c) for c in NEWTONSOFT_ESCAPED) * 5
+    return len(text.encode("utf-16-le", errors="surrogatepass")) + 2 * escaped
 
 
 def _cut(value: Any, limit: int) -> Any:

@@ -47,6 +47,14 @@ def test_utf16_counts_astral_characters_twice() -> None:
     assert utf16_json_size("a") == 6  # the quotes count too
     assert utf16_json_size("é") == 6  # written raw, not \\u-escaped
     assert utf16_json_size("😀") == 8  # a surrogate pair
+    assert utf16_json_size("\u2028") == 16  # escaped by Newtonsoft: six characters
+
+
+def test_the_size_agrees_with_the_bed_that_reproduces_the_extension() -> None:
+    from tests.testbed.functions_host.durable_engine import custom_status_utf16_bytes
+
+    for value in ["plain", "é😀", "\u2028\u0085\u2029", {"a": ["\n", "\t", 1, None]}]:
+        assert utf16_json_size(value) == custom_status_utf16_bytes(value)
 
 
 @pytest.mark.parametrize(

@@ -342,6 +342,9 @@ class _Instance:
     diagnostics: list[str] = field(default_factory=list)
     episodes_by_generation: list[int] = field(default_factory=lambda: [0])
     timers_by_generation: list[int] = field(default_factory=lambda: [0])
+    # A custom status committed after the activity messages of its episode (see
+    # _commit_episode): (the status, the work items that may run before it is visible).
+    staged_status: tuple[Any, set[int]] | None = None
 
 
 def _loads_or_raw(text: str | None) -> Any:
@@ -867,6 +870,11 @@ class DurableEngine:
             if runs == 2:
                 # The first result is lost as after an unacknowledged queue message.
                 self.stats.duplicate_executions += 1
+        with self._lock:
+            staged_for = self._instances.get(item.instance_id)
+            staged = staged_for.staged_status if staged_for is not None else None
+            if staged_for is not None and staged is not None and item.seq in staged[1]:
+                self._apply_staged_status(staged_for)
         if self._maybe_crash(
             CrashPoint("after_activity_before_commit", item.instance_id, step, item.name)
         ):
@@ -891,6 +899,13 @@ class DurableEngine:
             self._count_queue_message(item.instance_id, message)
             if instance is not None and instance.execution_id == item.execution_id:
                 instance.inbox.append(message)
+
+    @staticmethod
+    def _apply_staged_status(instance: _Instance) -> None:
+        """The checkpoint that followed the outbound messages has landed; lock held."""
+        if instance.staged_status is not None:
+            instance.custom_status = instance.staged_status[0]
+            instance.staged_status = None
 
     def _execute_activity(self, function: IndexedFunction, item: _WorkItem) -> ActivityResult:
         """One execution on the worker loop, with the during_activity hook while it runs.
@@ -932,6 +947,8 @@ class DurableEngine:
             live = self._live_messages(instance)
             if not live:
                 return
+            # The previous episode's checkpoint completed before this work item was fetched.
+            self._apply_staged_status(instance)
             limit = self.policy.max_messages_per_episode
             batch = live[:limit] if limit else live
             continued = live[0].continued
@@ -1130,10 +1147,13 @@ class DurableEngine:
     ) -> None:
         state, failure, outcome = decided.state, decided.failure, decided.outcome
         instance.inbox = [m for m in instance.inbox if m.seq not in consumed]
+        work_before = len(self._work)
         instance.episodes_by_generation[instance.generation] += 1
         appended = list(new_events)
         if instance.status == "Pending":
             instance.status = "Running"
+        self._apply_staged_status(instance)
+        previous_status = instance.custom_status
         if state is not None:
             # A fresh shim context per episode: custom status is whatever this episode set...
             status = state.get("customStatus")
@@ -1196,6 +1216,16 @@ class DurableEngine:
                     )
                 )
         instance.diagnostics = list(outcome.diagnostics)
+        scheduled_work = {w.seq for w in self._work[work_before:]}
+        if scheduled_work and state is not None:
+            # durabletask AzureStorageOrchestrationService.CompleteTaskOrchestrationWorkItemAsync
+            # sends the episode's outbound messages ("First, add new messages into the queue")
+            # before trackingStore.UpdateStateAsync checkpoints the instance, custom status
+            # included: an activity it scheduled may run, even finish, while readers still see
+            # the previous status. The bed shows the new status only once those activities
+            # have run (or the instance's next episode begins).
+            instance.staged_status = (instance.custom_status, scheduled_work)
+            instance.custom_status = previous_status
         if outcome.completion == "completed":
             assert state is not None
             output = state.get("output")
