@@ -455,3 +455,26 @@ def test_a_single_kept_wait_does_not_spin(host: EmulatedHost) -> None:
     assert view.timers_by_generation == (5,)  # one per 30 s turn over 120 s
     assert view.episodes_by_generation == (6,)
     assert host.clock.now() == DEFAULT_EPOCH + timedelta(seconds=120)
+
+
+# ------------------------------------------------- custom status vs. the episode's messages
+
+
+def test_an_activity_may_run_before_its_episodes_custom_status_is_visible(
+    host: EmulatedHost,
+) -> None:
+    # Azure Storage sends the episode's activity messages before it checkpoints the instance
+    # (AzureStorageOrchestrationService.CompleteTaskOrchestrationWorkItemAsync).
+    seen: list[Any] = []
+
+    def look(name: str, _input: Any) -> None:
+        if name == "rules_echo":
+            seen.append(view_of(host, instance_id).custom_status)
+
+    host.during_activity = look
+    instance_id = host.start_orchestration(
+        "status_setter", {"status": "invitation", "activity_after": True}
+    )
+    final = host.run_until_complete(instance_id)
+    assert seen == [None]  # the activity ran while readers still saw the previous status
+    assert (final.runtime_status, final.custom_status) == ("Completed", "invitation")

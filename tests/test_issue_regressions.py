@@ -7,6 +7,7 @@ for tool outputs. Public surfaces only, plus the size of the custom status the b
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 from typing import Any
@@ -24,7 +25,7 @@ def requires_action_events(bed: RelayBed, submission_id: str) -> list[dict[str, 
     return [e for e in bed.events_for(submission_id) if e["eventType"] == "AgentRunRequiresAction"]
 
 
-def tool_script(count: int, argument_chars: int = 1000) -> RunScript:
+def tool_script(count: int, argument_chars: int = 1000, expire: float = 600) -> RunScript:
     calls = [
         {
             "id": f"call_{i:03d}",
@@ -38,7 +39,7 @@ def tool_script(count: int, argument_chars: int = 1000) -> RunScript:
         final_status="completed",
         requires_action=calls,
         requires_action_after_seconds=20,
-        tool_outputs_expire_seconds=600,
+        tool_outputs_expire_seconds=expire,
     )
 
 
@@ -160,3 +161,114 @@ def test_polls_slow_down_while_the_relay_waits_for_tool_outputs() -> None:
         assert 10 <= len(waiting) <= 15
         (cancel,) = bed.agents.calls("runs.cancel")
         assert cancel.time - waiting[0].time <= timedelta(seconds=3600)
+
+
+# Events while activities run ----------------------------------------------------------------
+
+LONG_RUN = RunScript(duration_seconds=3600, final_status="completed")
+
+
+@pytest.mark.parametrize("during_poll", range(1, 9))
+def test_a_cancel_during_any_poll_is_never_lost_across_generations(during_poll: int) -> None:
+    """With 5 steps per generation, one of these polls is a generation's last activity."""
+    with relay_bed(settings={"POLLS_PER_GENERATION": "5"}) as bed:
+        bed.agents.default_script = LONG_RUN
+        submission_id = bed.submit()
+        polls: list[int] = []
+        answers: list[int] = []
+
+        def cancel_inside(name: str, _payload: Any) -> None:
+            if name == "poll_agent_run":
+                polls.append(1)
+                if len(polls) == during_poll:
+                    answers.append(post(bed, f"/api/runs/{submission_id}/cancel").status_code)
+
+        bed.host.during_activity = cancel_inside
+        view = bed.complete(submission_id)
+        assert answers == [202]
+        assert len(bed.agents.calls("runs.cancel")) == 1
+        assert view["status"] == "cancelled"
+        assert view["cancellationReason"] == "requested"
+        instance = bed.host.instance(submission_id)
+        assert instance is not None
+        assert instance.generation >= 1
+
+
+@pytest.mark.parametrize("during_poll", range(1, 7))
+def test_tool_outputs_during_any_poll_are_never_lost(during_poll: int) -> None:
+    # Polls every 5 minutes while the relay waits for the outputs: give it an hour.
+    settings = {"POLLS_PER_GENERATION": "5", "TOOL_OUTPUTS_TIMEOUT_SECONDS": "3600"}
+    with relay_bed(settings=settings) as bed:
+        bed.agents.default_script = tool_script(2, expire=7200)
+        submission_id = bed.submit()
+        view = wait_for_requires_action(bed, submission_id)
+        ids = [c["id"] for c in view["requiredAction"]["toolCalls"]]
+        answer = {"toolOutputs": [{"toolCallId": i, "output": "ok"} for i in ids]}
+        polls: list[int] = []
+        answers: list[int] = []
+
+        def answer_inside(name: str, _payload: Any) -> None:
+            if name == "poll_agent_run":
+                polls.append(1)
+                if len(polls) == during_poll:
+                    path = f"/api/runs/{submission_id}/tool-outputs"
+                    answers.append(post(bed, path, answer).status_code)
+
+        bed.host.during_activity = answer_inside
+        final = bed.complete(submission_id)
+        assert answers == [202]
+        assert final["status"] == "completed"
+        (submitted,) = bed.agents.calls("runs.submit_tool_outputs")
+        assert len(submitted.body["tool_outputs"]) == 2
+
+
+def test_a_cancel_during_the_start_neither_spins_nor_hurries_retries() -> None:
+    with relay_bed() as bed:
+        bed.agents.default_script = LONG_RUN
+        bed.agents.faults.append(
+            FaultRule(operation="runs.cancel", kind="429_retry_after", retry_after=60, count=3)
+        )
+        submission_id = bed.submit()
+
+        def cancel_inside(name: str, _payload: Any) -> None:
+            if name == "start_agent_run":
+                assert post(bed, f"/api/runs/{submission_id}/cancel").status_code == 202
+
+        bed.host.during_activity = cancel_inside
+        view = bed.complete(submission_id)
+        assert view["status"] == "cancelled"
+        assert view["cancellationReason"] == "requested"
+        cancels = bed.agents.calls("runs.cancel")
+        assert len(cancels) == 4
+        gaps = [later.time - earlier.time for earlier, later in itertools.pairwise(cancels)]
+        assert all(gap >= timedelta(seconds=60) for gap in gaps), gaps
+        instance = bed.host.instance(submission_id)
+        assert instance is not None
+        # A handful of waits: cancel retries, then polls until the run confirms.
+        assert instance.timers_created <= 12, instance.timers_by_generation
+
+
+def test_the_status_invites_tool_outputs_before_the_event_does() -> None:
+    with relay_bed() as bed:
+        bed.agents.default_script = tool_script(2)
+        submission_id = bed.submit()
+        seen: list[dict[str, Any]] = []
+        answers: list[int] = []
+
+        def answer_on_notification(name: str, payload: Any) -> None:
+            if name != "publish_run_event" or payload.get("event_type") != "AgentRunRequiresAction":
+                return
+            view = bed.status(submission_id)
+            seen.append(view)
+            ids = [c["id"] for c in payload["data"]["toolCalls"]]
+            answer = {"toolOutputs": [{"toolCallId": i, "output": "fast"} for i in ids]}
+            answers.append(post(bed, f"/api/runs/{submission_id}/tool-outputs", answer).status_code)
+
+        bed.host.during_activity = answer_on_notification
+        final = bed.complete(submission_id)
+        (view,) = seen
+        assert view["status"] == "requires_action"
+        assert view["requiredAction"]["toolCallCount"] == 2
+        assert answers == [202]
+        assert final["status"] == "completed"
+        assert len(bed.agents.calls("runs.submit_tool_outputs")) == 1

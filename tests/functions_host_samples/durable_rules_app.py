@@ -130,6 +130,8 @@ def status_setter(context: df.DurableOrchestrationContext) -> Orchestration:
     if options.get("after_activity"):
         yield context.call_activity("rules_echo", "before status")
     context.set_custom_status(options["status"])
+    if options.get("activity_after"):
+        yield context.call_activity("rules_echo", "after status")
     if options.get("raise_after"):
         raise ValueError("the orchestrator failed after setting its status")
     if options.get("wait_for"):
