@@ -105,7 +105,15 @@ class EventWaits:
         self.cancel = context.wait_for_external_event(CANCEL_EVENT)
         self._rounds: dict[str, Any] = {}
         self._absorbed: set[int] = set()
+        self._registered: set[int] = set()
         self.ready_to_continue = False
+
+    def mark_registered(self, waits: list[Any]) -> None:
+        self._registered.update(id(w) for w in waits)
+
+    def all_registered(self, state: RelayState) -> bool:
+        """Whether every open wait has been yielded, so no event can still be held back."""
+        return all(id(w) in self._registered for w in self.open_waits(state))
 
     def for_round(self, round_key: str) -> Any:
         if round_key not in self._rounds:
@@ -254,7 +262,9 @@ def _sleep(
     timer = context.create_timer(fire_at)
     state.next_poll_at = to_iso(fire_at)
     _publish_custom_status(context, state)
-    winner = yield context.task_any([timer, *waits.open_waits(state)])
+    open_waits = waits.open_waits(state)
+    waits.mark_registered(open_waits)
+    winner = yield context.task_any([timer, *open_waits])
     if winner is timer:
         # Every open wait was registered in this race: any earlier event has been applied.
         waits.ready_to_continue = True
@@ -266,6 +276,19 @@ def _sleep(
 
 
 def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
+    deadline = from_iso(str(state.deadline_at))
+    if state.cancel_reason is None and _now(context) >= deadline:
+        # Out of time before the run is known. A caller's cancel accepted earlier may still be
+        # held by the SDK: register every wait first, so that it, not the deadline, is the
+        # reason. Then look for a run an earlier attempt created (and cancel it) instead of
+        # leaving it running unobserved.
+        if not waits.all_registered(state):
+            yield from _sleep(context, state, waits, _now(context))
+            return
+        _absorb_events(context, state, waits)
+        _request_cancel(context, state, "deadline_exceeded")
+        state.attempts = 0
+        return
     payload = {
         "submissionId": state.submission_id,
         "submission": state.submission,
@@ -299,14 +322,9 @@ def _start_step(context: Any, state: RelayState, waits: EventWaits) -> Step:
         _finish(state, "failed", now, outcome.get("error"))
         return
     state.attempts += 1
-    deadline = from_iso(str(state.deadline_at))
     finding_only = bool(payload["findOnly"])
     if not finding_only and now >= deadline:
-        # Out of time: an earlier attempt may still have created the run, so look for it
-        # (and cancel it) before giving up, instead of leaving it running unobserved.
-        _request_cancel(context, state, "deadline_exceeded")
-        state.attempts = 0
-        return
+        return  # the next step gives up (see above)
     if finding_only and state.attempts >= MAX_FIND_ATTEMPTS:
         error = outcome.get("error") or {}
         message = f"the agent run could not be started: {error.get('message', '')}"
@@ -455,6 +473,16 @@ def _absorb_run(context: Any, state: RelayState, outcome: dict[str, Any], now: d
         state.required_action, state.tool_outputs = None, None
 
 
+def _limit_due(state: RelayState, now: datetime) -> bool:
+    """The deadline or the tool-output give-up time has come, and no cancel is asked yet."""
+    if state.cancel_reason is not None:
+        return False
+    if now >= from_iso(str(state.deadline_at)):
+        return True
+    action = state.required_action
+    return _awaiting_outputs(state) and action is not None and now >= from_iso(action["giveUpAt"])
+
+
 def _check_limits(context: Any, state: RelayState, now: datetime) -> bool:
     """Deadline, tool-output timeout and cancel grace; True if the submission is over."""
     deadline = from_iso(str(state.deadline_at))
@@ -504,7 +532,14 @@ def _poll_step(
         state.poll_due = False
         yield from _poll_once(context, state, waits)
         return
-    if _check_limits(context, state, _now(context)):
+    now = _now(context)
+    if _limit_due(state, now) and not waits.all_registered(state):
+        # A cancel or tool outputs accepted before the limit may be held by the SDK until a
+        # wait for it is yielded: register every wait first, so the caller's act wins.
+        yield from _sleep(context, state, waits, now)
+        return
+    _absorb_events(context, state, waits)
+    if _check_limits(context, state, now):
         return
     if state.cancel_reason and not state.cancel_sent:
         yield from _send_cancel(context, state, waits)

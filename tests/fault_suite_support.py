@@ -108,12 +108,21 @@ def _final_script(rng: random.Random, duration: float) -> RunScript:
     )
 
 
+# How many function calls a tool run asks for at once: mostly a few, sometimes many (their
+# arguments then 1 KB each, past what one custom status could list in full).
+TOOL_CALL_COUNTS = (1, 2, 3, 8, 12, 64)
+# Share of caller actions held back for an awkward moment (see Driver.armed).
+ARMED_SHARE = 0.8
+TOOL_CALL_WEIGHTS = (30, 25, 20, 10, 8, 7)
+
+
 def _tool_script(rng: random.Random, duration: float) -> RunScript:
+    count = rng.choices(TOOL_CALL_COUNTS, TOOL_CALL_WEIGHTS)[0]
+    names = ["get_weather", "get_time", "lookup"]
+    arguments = json.dumps({"q": "x" * 1000}) if count >= 8 else '{"q": 1}'
     calls = [
-        {"id": f"call_{n}_{rng.randrange(10**6)}", "name": name, "arguments": '{"q": 1}'}
-        for n, name in enumerate(
-            rng.sample(["get_weather", "get_time", "lookup"], rng.randint(1, 3))
-        )
+        {"id": f"call_{n}_{rng.randrange(10**6)}", "name": names[n % 3], "arguments": arguments}
+        for n in range(count)
     ]
     return RunScript(
         queued_seconds=round(rng.uniform(0, 5), 1),
@@ -215,6 +224,10 @@ def agents_fault_rules() -> list[FaultRule]:
     """Roughly a quarter of the relay's Agents calls fail, in every way the service can."""
     rules = [FaultRule(operation=op, kind="500_after_apply", rate=0.12) for op in WRITE_OPERATIONS]
     rules += [FaultRule(operation="runs.get", kind="404", rate=0.03)]
+    # Role assignments still propagating: refused starts are retried for a while.
+    rules += [
+        FaultRule(operation="threads.create", kind=kind, rate=0.04) for kind in ("401", "403")
+    ]
     rules += [
         FaultRule(operation=op, kind="timeout", rate=0.01, count=8, delay_seconds=0.4)
         for op in TIMEOUT_OPERATIONS
@@ -281,6 +294,44 @@ class Driver:
         self._seq = itertools.count()
         self.http_calls: Counter[tuple[str, int]] = Counter()
         self.loop_turns = 0
+        # Caller actions (cancels, tool outputs) held back to be sent at the next moment the
+        # runtime makes awkward: inside one of the submission's activities, or right after one
+        # of its timers fired (the TimerFired and the event then share a batch, which at a
+        # generation's end DTFx carries into the next generation).
+        self.armed: dict[tuple[str, str], list[Action]] = {}
+        self.injected: Counter[str] = Counter()
+
+    # caller actions at awkward moments ------------------------------------------------------
+    def arm_or_run(self, sub: Submission, action: Action) -> None:
+        draw = self.rng.random()
+        if draw < ARMED_SHARE / 2:
+            self.armed.setdefault(("activity", sub.id), []).append(action)
+        elif draw < ARMED_SHARE:
+            self.armed.setdefault(("timer", sub.id), []).append(action)
+        else:
+            action()
+
+    def _fire_armed(self, moment: str, submission_id: str | None, where: str) -> None:
+        actions = self.armed.pop((moment, str(submission_id)), None)
+        for action in actions or []:
+            self.injected[where] += 1
+            action()
+
+    def during_activity(self, name: str, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            return
+        data = payload.get("data")
+        sid = payload.get("submissionId") or (data.get("submissionId") if data else None)
+        self._fire_armed("activity", sid, f"inside {name}")
+
+    def after_timer(self, point: CrashPoint) -> None:
+        if point.kind == "after_timer_fired":
+            self._fire_armed("timer", point.instance_id, "after a timer fired")
+
+    def fire_leftovers(self) -> None:
+        """Actions whose moment never came (the instance finished first): send them now."""
+        for moment, sid in list(self.armed):
+            self._fire_armed(moment, sid, "after the end")
 
     # scheduling ------------------------------------------------------------------------------
     def at(self, moment: datetime, action: Action) -> None:
@@ -292,6 +343,10 @@ class Driver:
     def run(self, status_probe_rate: float) -> None:
         for sub in self.submissions:
             self.at(self.start + timedelta(seconds=sub.plan.arrive_at), self._submit_action(sub))
+        self.drive(status_probe_rate)
+
+    def drive(self, status_probe_rate: float) -> None:
+        """Interleave the queued actions with the host's work until nothing is left."""
         host, clock = self.bed.host, self.bed.clock
         while True:
             self.loop_turns += 1
@@ -343,7 +398,7 @@ class Driver:
             sub.id = str(json.loads(response.get_body())["id"])
             self.by_id[sub.id] = sub
             for offset in sub.plan.cancel_at:
-                self.after(offset, lambda: self.cancel(sub))
+                self.after(offset, lambda: self.arm_or_run(sub, lambda: self.cancel(sub)))
             if sub.plan.repost_after is not None:
                 self.after(sub.plan.repost_after, lambda: self.resubmit(sub))
             tool, script = sub.plan.tool, sub.plan.script
@@ -397,11 +452,25 @@ class Driver:
             self.after(self.rng.uniform(10, 60), lambda: self.watch_tools(sub))
             return
         ids = [call["id"] for call in action["toolCalls"]]
+        if action.get("truncated"):
+            ids = self._announced_ids(sub) or ids
         sub.tool_call_ids = ids
         if tool.mode == "never":
             return
         if tool.mode == "wrong_then_answer":
             self.post_tools(sub, ids[1:] or ["call_nobody_asked_for"], "tool_outputs_wrong")
+        self.arm_or_run(sub, lambda: self._answer(sub, ids))
+
+    def _announced_ids(self, sub: Submission) -> list[str]:
+        """The calls of the newest AgentRunRequiresAction (the status may list only some)."""
+        announced = [
+            e for e in self.bed.events_for(sub.id) if e.get("eventType") == "AgentRunRequiresAction"
+        ]
+        return [call["id"] for call in announced[-1]["data"]["toolCalls"]] if announced else []
+
+    def _answer(self, sub: Submission, ids: list[str]) -> None:
+        tool = sub.plan.tool
+        assert tool is not None
         self.post_tools(sub, ids)
         if tool.mode == "twice_at_once":
             self.post_tools(sub, ids)
@@ -590,6 +659,8 @@ class Report:
     crashes: Counter[str]
     host_stats: HostStats
     http_calls: Counter[tuple[str, int]]
+    injected: Counter[str]
+    tool_call_counts: Counter[int]
     virtual_time: timedelta
     lines: list[str] = field(default_factory=list)
 
@@ -611,6 +682,10 @@ class Report:
             f"episodes, {stats.timers_fired} timers fired",
             f"  activity executions: {dict(sorted(stats.activity_executions.items()))}",
             f"  HTTP calls by status: {http}",
+            f"  caller actions at awkward moments: {dict(sorted(self.injected.items()))}; "
+            f"{stats.continued_as_new} generations continued as new, {stats.events_carried} "
+            "events carried into the next",
+            f"  tool runs by calls asked at once: {dict(sorted(self.tool_call_counts.items()))}",
         ]
 
 
@@ -647,9 +722,18 @@ def run_fault_suite(
         bed.topic.refuse_until(bed.clock.now() + timedelta(minutes=30))
         bed.host.duplicate_activities = True
         crashes = CrashPlan(seed, crash_rate)
-        bed.host.crash_when = crashes
+
+        def after_timer_then_crash(point: CrashPoint) -> bool:
+            driver.after_timer(point)
+            return crashes(point)
+
+        bed.host.crash_when = after_timer_then_crash
+        bed.host.during_activity = driver.during_activity
 
         driver.run(status_probe_rate)
+        driver.fire_leftovers()
+        bed.host.during_activity = None
+        driver.drive(status_probe_rate)
 
         crashes.enabled = False
         problems, outcomes = check_submissions(bed, driver)
@@ -676,5 +760,11 @@ def run_fault_suite(
             crashes=crashes.by_kind,
             host_stats=bed.host.stats,
             http_calls=driver.http_calls,
+            injected=driver.injected,
+            tool_call_counts=Counter(
+                len(sub.plan.script.requires_action or [])
+                for sub in driver.submissions
+                if sub.plan.kind == "tool" and sub.plan.script is not None
+            ),
             virtual_time=bed.clock.now() - driver.start,
         )

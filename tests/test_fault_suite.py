@@ -37,14 +37,16 @@ SUBMISSIONS = 300
 BURST = 100  # submitted at the same instant at the start
 CRASH_RATE = 0.002  # of every crash point (episodes, activities, fired timers)
 STATUS_PROBE_RATE = 0.08  # chance per driver turn of reading a random submission's status
-# Every Agents fault kind except those this suite does not use (401 would end submissions
-# as failed by design; the stream kinds need the fast path, off here).
-REQUIRED_AGENTS_FAULTS = set(FAULT_KINDS) - {"401", "stream_drop", "stream_end_early"}
+# Every Agents fault kind except the stream kinds (they need the fast path, off here).
+REQUIRED_AGENTS_FAULTS = set(FAULT_KINDS) - {"stream_drop", "stream_end_early"}
 SETTINGS = {
+    # Some submissions continue a thread the caller made.
+    "ALLOW_CALLER_THREADS": "true",
     # A "timeout" fault holds its answer 0.4 s: the client gives up first, as on a slow service.
     "SERVICE_READ_TIMEOUT_SECONDS": "0.25",
     "TOOL_OUTPUTS_TIMEOUT_SECONDS": "600",
-    "POLLS_PER_GENERATION": "20",
+    # Short generations: many more continue-as-new boundaries for caller events to land at.
+    "POLLS_PER_GENERATION": "5",
 }
 
 
@@ -88,6 +90,13 @@ def test_every_submission_ends_in_one_true_event_under_faults(
     for key, n in report.outcomes.items():
         seen[key.split("/")[0]] += n
     assert all(seen[status] >= 3 for status in TERMINAL), report.outcomes
+    # Caller events arrived inside activities and right after timers, and some were carried
+    # across a continue-as-new; runs asked for up to 64 tool calls at once.
+    injected = report.injected
+    assert sum(n for where, n in injected.items() if where.startswith("inside")) >= 20, injected
+    assert injected["after a timer fired"] >= 10, injected
+    assert stats.continued_as_new >= 100
+    assert report.tool_call_counts[64] >= 2, report.tool_call_counts
     for reason in ("requested", "deadline_exceeded", "tool_outputs_timeout"):
         assert report.outcomes[f"cancelled/{reason}"] >= 3, report.outcomes
 

@@ -322,6 +322,7 @@ def test_event_after_the_completing_result_in_the_final_batch_is_carried(
     # OrchestratorCompleted, then the first episode's decisions.
     assert kinds(view.history) == [OS, ES, ER, OC, TCR, EC, OC]
     assert (view.history[2]["Name"], view.history[2]["Input"]) == ("ping", '"carried"')
+    assert (host.stats.continued_as_new, host.stats.events_carried) == (1, 1)
 
 
 def test_event_raised_after_continue_as_new_committed_reaches_the_new_generation(

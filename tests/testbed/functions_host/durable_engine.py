@@ -210,6 +210,10 @@ class HostStats:
     # over TABLE_PROPERTY_MAX_BYTES offloaded likewise (AzureTableTrackingStore).
     large_messages: int = 0
     large_table_properties: int = 0
+    # Generations closed by continue-as-new, and EventRaised events carried over into the next
+    # generation (read after the orchestrator continued as new; see ShimOutcome).
+    continued_as_new: int = 0
+    events_carried: int = 0
 
 
 @dataclass
@@ -1255,6 +1259,8 @@ class DurableEngine:
             # (!continuedAsNew && ...) AddEvent(new OrchestratorCompletedEvent(-1))`).
             appended.append(h.continue_as_new(now, outcome.completion_event_id, new_input))
             self._append_history(instance, appended)
+            self.stats.continued_as_new += 1
+            self.stats.events_carried += len(outcome.carried_events)
             self._start_generation(instance, new_input, now, outcome.carried_events)
         else:
             # No second OrchestratorCompleted when the episode already ends with one (the first
