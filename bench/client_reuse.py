@@ -6,15 +6,15 @@ Reproduces what a client built per call would pay in Azure, on loopback:
   certificate from a throwaway CA (`tests.testbed.tls`), and accepts only bearer tokens issued
   by
 - a loopback App Service managed identity endpoint (`tests.testbed.managed_identity`), which
-  the real `DefaultAzureCredential` uses through `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`, as
-  the app's credential (`shared.clients.azure_credential`) does in Azure.
+  `ManagedIdentityCredential` uses through `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`, as the
+  app's credential (`shared.clients.azure_credential`) does in Azure.
 
 The real `shared.agents_calls.poll_run` is awaited back to back against a run that stays in
 progress, in three variants (interleaved rounds, median round):
 
 - reused: one Agents client and credential built once (`shared.clients.build_agents_client`,
   as `get_clients()` builds the process's set) and reused, as the app runs in Azure;
-- per call: a new `DefaultAzureCredential` and AgentsClient for every call, closed after it
+- per call: a new `ManagedIdentityCredential` and AgentsClient for every call, closed after it
   (so a new aiohttp session, TCP + TLS handshake, and a token request, since a new credential
   has an empty token cache);
 - per call, credential kept: a new AgentsClient per call with the process's credential (its
@@ -77,7 +77,7 @@ _SCRUBBED = {"SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY
 TIMEOUT_SECONDS = 900.0
 
 # The parts of a per-call client and credential the breakdown times (wall ms, medians).
-PART_BUILD_CREDENTIAL = "build DefaultAzureCredential"
+PART_BUILD_CREDENTIAL = "build ManagedIdentityCredential"
 PART_IDENTITY_REQUEST = (
     "token request by a new credential (session + TCP connect + GET to the identity endpoint)"
 )
@@ -101,7 +101,7 @@ class Variant:
 @dataclass(frozen=True)
 class ClientReuseResult:
     reused: Variant
-    per_call: Variant  # AgentsClient + DefaultAzureCredential built per call, closed after
+    per_call: Variant  # AgentsClient + ManagedIdentityCredential built per call, closed after
     per_call_client: Variant  # AgentsClient built per call, the process's credential kept
     # Reused, with aiohttp's per-request proxy and netrc lookups (the SDKs' default, which
     # the app turns off when neither is configured).
@@ -412,8 +412,11 @@ async def _measure(conn: Connection, endpoint: str, calls: int, rounds: int) -> 
         {
             "AZURE_AI_PROJECT_ENDPOINT": endpoint,
             "EVENTGRID_TOPIC_ENDPOINT": "https://127.0.0.1:9/api/events",  # never called
+            # As App Service sets them: the app then uses ManagedIdentityCredential.
+            **{k: os.environ[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")},
         }
     )
+    assert settings.managed_identity, "the identity endpoint variables are not set"
     m = _Measurement(conn, settings)
     windows: dict[str, list[_Window]] = {
         "reused": [],

@@ -189,7 +189,7 @@ def render(results: Results, png_main: str | None, png_frontier: str | None) -> 
         add(
             "- Poll activity throughput over https with managed identity tokens (both on "
             f"loopback): {cr.reused_per_s:,.0f} calls/s with the process's reused client vs "
-            f"{cr.per_call_per_s:,.0f} calls/s with an AgentsClient and DefaultAzureCredential "
+            f"{cr.per_call_per_s:,.0f} calls/s with an AgentsClient and ManagedIdentityCredential "
             f"built per call: **{cr.ratio:.2f}×**, "
             + ("meeting" if cr.ratio >= 5 else "short of")
             + f" the ≥ 5× the issue expects ({cr.ratio_client_only:.2f}× when only the client "
@@ -903,8 +903,9 @@ def _client_reuse_section(results: Results, lines: list[str]) -> None:
         "run that the measuring process trusts through `SSL_CERT_FILE`, i.e. in aiohttp's "
         "default SSL context, as it trusts the system store in Azure) and is addressed by "
         "name (`localhost`), as Azure endpoints are, so a new client resolves it; and the "
-        "credential is the real `DefaultAzureCredential` resolving to the App Service managed "
-        "identity (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`): a loopback endpoint speaking that "
+        "credential is the app's in Azure, the real `ManagedIdentityCredential` of the App "
+        "Service managed identity (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`): a loopback "
+        "endpoint speaking that "
         "protocol (api-version 2019-08-01) issues the tokens, and the Agents service accepts "
         "only tokens it issued. Clients and credentials are built by "
         "`shared.clients.build_agents_client` and `shared.clients.azure_credential`, the "
@@ -919,7 +920,7 @@ def _client_reuse_section(results: Results, lines: list[str]) -> None:
     body = [
         ("reused: one client and credential per process (as the app runs)", cr.reused, 1.0),
         (
-            "AgentsClient + DefaultAzureCredential built per call, closed after",
+            "AgentsClient + ManagedIdentityCredential built per call, closed after",
             cr.per_call,
             cr.ratio,
         ),
