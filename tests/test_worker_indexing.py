@@ -2,9 +2,11 @@
 
 The emulated host reproduces the worker's indexing (tests/testbed/functions_host/indexing.py);
 here the worker's own code does it: azure-functions-runtime (requirements-worker.txt, installed
-by `make test` into .venv-worker/site-packages), whose loader.index_function_app,
-loader.process_indexed_function and functions.Registry are the Python 3.11 worker's
-(Azure/azure-functions-python-worker). tests/worker_indexing_driver.py calls them the way the
+by `make test` into .venv-worker/site-packages), the worker library of
+Azure/azure-functions-python-worker, whose loader.index_function_app,
+loader.process_indexed_function and functions.Registry apply the Python 3.11 worker's
+(azure_functions_worker) indexing and annotation rules; only some messages are worded
+differently. tests/worker_indexing_driver.py calls them the way the
 worker does when the host asks for the app's functions, in a process of its own with the app's
 settings (local.settings.sample.json, what `func start` gives the worker), so the app module is
 imported fresh as in a worker process.
