@@ -43,6 +43,19 @@ param eventSchema string = 'eventgrid'
 @description('CloudEvents source attribute (EVENT_SOURCE).')
 param eventSource string = '/agent-runs'
 
+@description('Agent ids or names submissions may name (ALLOWED_AGENTS, comma-separated). Empty lets any caller run any agent of the project: set it for a shared deployment.')
+param allowedAgents string = ''
+
+@description('Whether a submission may continue a thread the caller names (ALLOW_CALLER_THREADS).')
+param allowCallerThreads bool = false
+
+@description('How callers are told apart (AUTH_MODE): function-key (one key per caller) or app-service (App Service authentication must then be configured on the app).')
+@allowed([
+  'function-key'
+  'app-service'
+])
+param authMode string = 'function-key'
+
 @description('Public network access of the Event Grid topic. Enabled by default: a Flex Consumption app without VNet integration publishes over the public endpoint (Entra ID auth only, TLS 1.2).')
 @allowed([
   'Enabled'
@@ -400,6 +413,19 @@ var appSettings = [
   {
     name: 'AZURE_CLIENT_ID'
     value: appIdentity.properties.clientId
+  }
+  // Caller isolation (README, "Callers and authentication").
+  {
+    name: 'ALLOWED_AGENTS'
+    value: allowedAgents
+  }
+  {
+    name: 'ALLOW_CALLER_THREADS'
+    value: string(allowCallerThreads)
+  }
+  {
+    name: 'AUTH_MODE'
+    value: authMode
   }
 ]
 

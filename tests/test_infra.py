@@ -44,6 +44,10 @@ APP_SETTINGS_READ = {
     "AZURE_CLIENT_ID",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "AzureWebJobsStorage__accountName",
+    # Caller isolation, set from azd parameters.
+    "ALLOWED_AGENTS",
+    "ALLOW_CALLER_THREADS",
+    "AUTH_MODE",
 }
 
 # Built-in roles: GUID -> name, as the comments in main.bicep name them.
