@@ -67,7 +67,7 @@ lint: $(PIP_STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(PIP_STAMP)
-	$(VENV)/bin/mypy function_app.py shared tests bench
+	$(VENV)/bin/mypy function_app.py shared devhost tests bench
 
 unit: $(PIP_STAMP) $(INFRA_STAMP) $(NPM_STAMP) $(WORKER_STAMP) $(DOCTOR_STAMP)
 	$(PY) -m pytest
@@ -100,7 +100,7 @@ services-up: $(PIP_STAMP) $(SETTINGS)
 	@if [ -f $(OFFLINE_PID) ] && kill -0 $$(cat $(OFFLINE_PID)) 2>/dev/null; then \
 	  echo "offline services already running (pid $$(cat $(OFFLINE_PID)))"; exit 0; fi; \
 	rm -f $(OFFLINE_DIR)/services.json; \
-	$(PY) -m tests.testbed.offline --settings $(SETTINGS) --state-dir $(OFFLINE_DIR) \
+	$(PY) -m devhost.offline --settings $(SETTINGS) --state-dir $(OFFLINE_DIR) \
 	  --functions-port $(FUNCTIONS_PORT) > $(OFFLINE_DIR)/services.log 2>&1 & \
 	echo $$! > $(OFFLINE_PID); \
 	for i in $$(seq 1 150); do \
@@ -144,7 +144,7 @@ start: check-core-tools $(PIP_STAMP) $(NPM_STAMP) $(SETTINGS)
 	  $(MAKE) --no-print-directory services-down SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR); \
 	}; \
 	trap cleanup EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
-	if $(PY) -c "import sys; from pathlib import Path; from tests.testbed.offline import uses_local_services; sys.exit(0 if uses_local_services(Path('$(SETTINGS)')) else 1)"; then \
+	if $(PY) -c "import sys; from pathlib import Path; from devhost.offline import uses_local_services; sys.exit(0 if uses_local_services(Path('$(SETTINGS)')) else 1)"; then \
 	  $(MAKE) --no-print-directory services-up SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR) FUNCTIONS_PORT=$(FUNCTIONS_PORT); \
 	  echo; echo "Offline mode. Submit a run (the echo agent answers in about 3 s):"; \
 	  $(PY) -c "import json; print('  ' + json.load(open('$(OFFLINE_DIR)/services.json'))['curl'])"; \

@@ -12,11 +12,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from devhost.agents_service import AgentsService, RunScript, make_sync_client
+from devhost.clock import VirtualClock
+from devhost.functions_host import EmulatedHost
 from shared.clients import close_clients
 from shared.runtime import reset_worker_state
-from tests.testbed.agents_service import AgentsService, RunScript, make_sync_client
-from tests.testbed.clock import VirtualClock
-from tests.testbed.functions_host import EmulatedHost
 
 from .baseline_app import ORCHESTRATOR
 from .schedules import FixedInterval, Strategy, WaitList, simulate, to_micros

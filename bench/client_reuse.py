@@ -2,10 +2,10 @@
 
 Reproduces what a client built per call would pay in Azure, on loopback:
 
-- the Agents service (`tests.testbed.agents_service`) speaks https, with an RSA-2048 server
-  certificate from a throwaway CA (`tests.testbed.tls`), and accepts only bearer tokens issued
+- the Agents service (`devhost.agents_service`) speaks https, with an RSA-2048 server
+  certificate from a throwaway CA (`devhost.tls`), and accepts only bearer tokens issued
   by
-- a loopback App Service managed identity endpoint (`tests.testbed.managed_identity`), which
+- a loopback App Service managed identity endpoint (`devhost.managed_identity`), which
   `ManagedIdentityCredential` uses through `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`, as the
   app's credential (`shared.clients.azure_credential`) does in Azure.
 
@@ -58,13 +58,13 @@ from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
 
+from devhost.agents_service import AgentsService, RunScript
+from devhost.clock import VirtualClock
+from devhost.managed_identity import ManagedIdentityEndpoint
+from devhost.tls import LoopbackTls, server_context_from_files
 from shared import agents_calls
 from shared.clients import azure_credential, build_agents_client
 from shared.settings import Settings, load_settings
-from tests.testbed.agents_service import AgentsService, RunScript
-from tests.testbed.clock import VirtualClock
-from tests.testbed.managed_identity import ManagedIdentityEndpoint
-from tests.testbed.tls import LoopbackTls, server_context_from_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMISSION = "bench-client-reuse"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from devhost.agents_service import RunScript
 from tests.relay_bed import RelayBed, relay_bed
-from tests.testbed.agents_service import RunScript
 
 from .schedules import MICROS, submission_id_for, to_micros
 from .workload import WorkloadRun, idempotency_key

@@ -256,7 +256,7 @@ def simulate(strategy: Strategy, duration: float, seed: str) -> Outcome:
     return Outcome(polls, None, last)
 
 
-# The function key the test bed's host hands out (tests/testbed/functions_host/host.py).
+# The function key the test bed's host hands out (devhost/functions_host/host.py).
 BENCH_FUNCTION_KEY = "test-function-key"
 
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from devhost.agents_service import AgentsService, RunScript, make_sync_client
+from devhost.clock import WallClock
 from shared.settings import DEFAULT_FAST_PATH_SECONDS
-from tests.testbed.agents_service import AgentsService, RunScript, make_sync_client
-from tests.testbed.clock import WallClock
 
 from .relay_runs import bench_bed, collect, submit
 from .workload import WorkloadRun

@@ -23,10 +23,10 @@ from typing import Any, Literal
 import jsonschema
 from azure.ai.agents.models import ThreadMessageOptions
 
+from devhost.agents_service import FaultRule, RunScript, make_sync_client
+from devhost.functions_host import CrashPoint, HostStats
 from shared.timefmt import from_iso
 from tests.relay_bed import EVENT_DATA_SCHEMA, RelayBed, relay_bed
-from tests.testbed.agents_service import FaultRule, RunScript, make_sync_client
-from tests.testbed.functions_host import CrashPoint, HostStats
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 UNKNOWN_AGENT = "asst_fault_suite_missing"

@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 import azure.functions as func
 
+from devhost.agents_service import AgentsService, RunScript, make_sync_client
+from devhost.clock import VirtualClock
+from devhost.eventgrid_topic import EventGridTopic
+from devhost.functions_host import EmulatedHost
 from shared.clients import close_clients
 from shared.runtime import reset_worker_state
-from tests.testbed.agents_service import AgentsService, RunScript, make_sync_client
-from tests.testbed.clock import VirtualClock
-from tests.testbed.eventgrid_topic import EventGridTopic
-from tests.testbed.functions_host import EmulatedHost
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC_KEY = "cmVsYXktdGVzdC10b3BpYy1rZXktMDEyMzQ1Njc4OWFiY2RlZg=="

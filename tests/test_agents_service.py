@@ -45,7 +45,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator, validators
 
-from tests.testbed.agents_service import (
+from devhost.agents_service import (
     OPERATIONS,
     AgentsService,
     AllowHttpPolicy,
@@ -55,8 +55,8 @@ from tests.testbed.agents_service import (
     make_async_client,
     make_sync_client,
 )
-from tests.testbed.agents_service._store import paginate
-from tests.testbed.clock import VirtualClock
+from devhost.agents_service._store import paginate
+from devhost.clock import VirtualClock
 
 TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete"}
 
@@ -903,7 +903,7 @@ KNOWN_DEVIATIONS: list[tuple[str, str, Any, str]] = [
 
 _SWAGGER_CANDIDATES = [
     os.environ.get("AGENTS_SWAGGER", ""),
-    "tests/testbed/specs/azure-ai-agents.v1.swagger.json",
+    "devhost/specs/azure-ai-agents.v1.swagger.json",
 ]
 _SCHEMA_KEYWORDS_TO_DROP = {"discriminator", "readOnly", "format", "example", "description"}
 

@@ -51,7 +51,7 @@ def test_utf16_counts_astral_characters_twice() -> None:
 
 
 def test_the_size_agrees_with_the_bed_that_reproduces_the_extension() -> None:
-    from tests.testbed.functions_host.durable_engine import custom_status_utf16_bytes
+    from devhost.functions_host.durable_engine import custom_status_utf16_bytes
 
     for value in ["plain", "é😀", "\u2028\u0085\u2029", {"a": ["\n", "\t", 1, None]}]:
         assert utf16_json_size(value) == custom_status_utf16_bytes(value)

@@ -26,16 +26,16 @@ from azure.eventgrid import EventGridEvent, EventGridPublisherClient, generate_s
 from azure.eventgrid.aio import EventGridPublisherClient as AioEventGridPublisherClient
 from multidict import CIMultiDict
 
-from tests.testbed.clock import VirtualClock
-from tests.testbed.credentials import AsyncStaticTokenCredential, StaticTokenCredential
-from tests.testbed.eventgrid_topic import (
+from devhost.clock import VirtualClock
+from devhost.credentials import AsyncStaticTokenCredential, StaticTokenCredential
+from devhost.eventgrid_topic import (
     DEFAULT_TOPIC_ID,
     DeliveryResponse,
     EventGridTopic,
     Schema,
     SubscriptionValidationError,
 )
-from tests.testbed.server_thread import ServerThread
+from devhost.server_thread import ServerThread
 
 BEARER = "test-bearer-token-0123456789"
 AuthName = Literal["key", "sas", "bearer"]

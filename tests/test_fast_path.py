@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import pytest
 
+from devhost.agents_service import FaultRule, RunScript
 from shared.timefmt import from_iso
 from tests.relay_bed import relay_bed
-from tests.testbed.agents_service import FaultRule, RunScript
 
 QUICK_RUN = RunScript(queued_seconds=0.02, duration_seconds=0.15, output_text="fast answer")
 SLOW_RUN = RunScript(queued_seconds=0.02, duration_seconds=120, output_text="slow answer")

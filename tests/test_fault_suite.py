@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
+from devhost.agents_service import FAULT_KINDS, FaultRule, RunScript, make_sync_client
+from devhost.functions_host import CRASH_KINDS
 from tests.fault_suite_support import TERMINAL, run_fault_suite
 from tests.relay_bed import RelayBed, relay_bed
-from tests.testbed.agents_service import FAULT_KINDS, FaultRule, RunScript, make_sync_client
-from tests.testbed.functions_host import CRASH_KINDS
 
 SEED = 20261123
 SUBMISSIONS = 300

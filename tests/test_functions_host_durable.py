@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.functions_host_samples import basic_app
-from tests.testbed.clock import DEFAULT_EPOCH, VirtualClock
-from tests.testbed.functions_host import (
+from devhost.clock import DEFAULT_EPOCH, VirtualClock
+from devhost.functions_host import (
     CRASH_KINDS,
     CrashPoint,
     EmulatedHost,
@@ -19,7 +18,8 @@ from tests.testbed.functions_host import (
     NonDeterminismError,
     OrchestrationStuckError,
 )
-from tests.testbed.functions_host.history import EventType, parse_timestamp
+from devhost.functions_host.history import EventType, parse_timestamp
+from tests.functions_host_samples import basic_app
 
 BASIC = "tests.functions_host_samples.basic_app"
 

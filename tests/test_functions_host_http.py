@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from devhost.functions_host import EmulatedHost
+from devhost.server_thread import ServerThread
 from tests.functions_host_samples import aio_client_app, basic_app
-from tests.testbed.functions_host import EmulatedHost
-from tests.testbed.server_thread import ServerThread
 
 BASIC = "tests.functions_host_samples.basic_app"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed.functions_host import EmulatedHost, IndexingError, UnsupportedFeatureError
+from devhost.functions_host import EmulatedHost, IndexingError, UnsupportedFeatureError
 
 SAMPLES = "tests.functions_host_samples"
 
@@ -113,7 +113,7 @@ def test_route_prefix_and_hub_name_come_from_host_json(tmp_path: Path) -> None:
 
 
 def test_only_one_host_may_be_open_at_a_time() -> None:
-    from tests.testbed.functions_host import HostError
+    from devhost.functions_host import HostError
 
     second = EmulatedHost(f"{SAMPLES}.basic_app")
     with (

@@ -3,7 +3,7 @@
 Custom status limit, large payloads, overridableExistingInstanceStates, events around
 continue-as-new, events raised while an activity runs, and the counters that show an
 orchestrator spinning on an SDK-deferred event. The sources each rule comes from are cited
-in tests/testbed/functions_host/ next to the code that reproduces it.
+in devhost/functions_host/ next to the code that reproduces it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.functions_host_samples import durable_rules_app
-from tests.testbed.clock import DEFAULT_EPOCH
-from tests.testbed.functions_host import (
+from devhost.clock import DEFAULT_EPOCH
+from devhost.functions_host import (
     CUSTOM_STATUS_MAX_KB,
     CUSTOM_STATUS_MAX_UTF16_BYTES,
     CrashPoint,
@@ -28,7 +27,8 @@ from tests.testbed.functions_host import (
     InstanceView,
     custom_status_utf16_bytes,
 )
-from tests.testbed.functions_host.history import EventType
+from devhost.functions_host.history import EventType
+from tests.functions_host_samples import durable_rules_app
 
 RULES = "tests.functions_host_samples.durable_rules_app"
 

@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devhost.functions_host import DEFAULT_KEY
 from shared.submission import KNOWN_FIELDS, MAX_BODY_BYTES
 from tests.app_settings import changed_settings
 from tests.relay_bed import RelayBed, relay_bed
@@ -44,7 +45,6 @@ from tests.test_openapi_conformance import (
     tool_run,
     wait_for_requires_action,
 )
-from tests.testbed.functions_host import DEFAULT_KEY
 
 EXAMPLES = 1000
 FUZZ = settings(

@@ -21,14 +21,14 @@ import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
+from devhost.agents_service import AgentsService
+from devhost.clock import VirtualClock
+from devhost.eventgrid_topic import EventGridTopic
+from devhost.functions_host import EmulatedHost
 from shared.clients import close_clients
 from shared.runtime import reset_worker_state
 from tests.relay_bed import ROOT, TERMINAL_SCRIPTS, TOPIC_KEY, RelayBed
 from tests.test_caller_isolation import post, problem
-from tests.testbed.agents_service import AgentsService
-from tests.testbed.clock import VirtualClock
-from tests.testbed.eventgrid_topic import EventGridTopic
-from tests.testbed.functions_host import EmulatedHost
 
 
 @contextmanager

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from devhost.agents_service import FaultRule, RunScript, make_sync_client
+from devhost.functions_host import CrashPoint
 from shared.custom_status import CUSTOM_STATUS_LIMIT_BYTES, utf16_json_size
 from shared.timefmt import from_iso
 from tests.relay_bed import RelayBed, relay_bed
 from tests.test_lifecycle import completed_events, post, wait_for_requires_action
-from tests.testbed.agents_service import FaultRule, RunScript, make_sync_client
-from tests.testbed.functions_host import CrashPoint
 
 
 def requires_action_events(bed: RelayBed, submission_id: str) -> list[dict[str, Any]]:

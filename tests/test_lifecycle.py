@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from azure.eventgrid import EventGridEvent
 
+from devhost.agents_service import FaultRule, RunScript
+from devhost.functions_host import CrashPoint
 from shared.timefmt import from_iso
 from tests.relay_bed import RelayBed, relay_bed
-from tests.testbed.agents_service import FaultRule, RunScript
-from tests.testbed.functions_host import CrashPoint
 
 LONG_RUN = RunScript(duration_seconds=3600, final_status="completed")
 TOOL_RUN = RunScript(

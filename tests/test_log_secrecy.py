@@ -26,8 +26,8 @@ import pytest
 from azure.core.credentials import AzureSasCredential
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient, generate_sas
 
+from devhost.agents_service import FaultRule, RunScript
 from tests.relay_bed import TOPIC_KEY, RelayBed, relay_bed
-from tests.testbed.agents_service import FaultRule, RunScript
 
 BEARER = "loopback-dev-token"  # what shared/loopback.py's LoopbackCredential hands out
 WRONG_KEY = base64.b64encode(b"not-the-topic-key-0123456789abcd").decode()

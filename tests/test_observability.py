@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from devhost.agents_service import FaultRule, RunScript
+from devhost.server_thread import ServerThread
 from tests.processes import run_captured
 from tests.relay_bed import relay_bed
-from tests.testbed.agents_service import FaultRule, RunScript
-from tests.testbed.server_thread import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL_RUN = RunScript(

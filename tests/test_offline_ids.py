@@ -8,8 +8,8 @@ tests of the Agents service rely on that).
 
 from __future__ import annotations
 
-from tests.testbed.agents_service import make_sync_client
-from tests.testbed.offline import OfflinePlan, OfflineServices
+from devhost.agents_service import make_sync_client
+from devhost.offline import OfflinePlan, OfflineServices
 
 
 def _plan() -> OfflinePlan:

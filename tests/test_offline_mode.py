@@ -20,13 +20,13 @@ from aiohttp import web
 from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
+from devhost.azurite import AzuriteTables
+from devhost.clock import VirtualClock
+from devhost.functions_host import EmulatedHost
+from devhost.server_thread import ServerThread
 from shared.clients import close_clients
 from shared.runtime import reset_worker_state
 from tests.processes import run_captured
-from tests.testbed.azurite import AzuriteTables
-from tests.testbed.clock import VirtualClock
-from tests.testbed.functions_host import EmulatedHost
-from tests.testbed.server_thread import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
 

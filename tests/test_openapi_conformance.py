@@ -30,10 +30,10 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from devhost.agents_service import RunScript
 from shared.submission import MAX_BODY_BYTES
 from tests.app_settings import changed_settings
 from tests.relay_bed import TERMINAL_SCRIPTS, RelayBed, relay_bed
-from tests.testbed.agents_service import RunScript
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

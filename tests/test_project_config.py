@@ -21,7 +21,7 @@ import pytest
 from tests.processes import run_captured
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = ROOT / "tests" / "testbed" / "specs"
+SPECS = ROOT / "devhost" / "specs"
 
 
 def test_host_json_validates_against_the_host_schema() -> None:

@@ -13,11 +13,11 @@ import pytest
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 
+from devhost.agents_service import FaultRule, RunScript
 from shared.schedule import PollingPolicy, poll_wait_seconds
 from shared.settings import get_settings
 from shared.timefmt import from_iso
 from tests.relay_bed import EVENT_DATA_SCHEMA, TERMINAL_SCRIPTS, relay_bed
-from tests.testbed.agents_service import FaultRule, RunScript
 
 
 def assert_valid_event(event: dict[str, Any], schema: str) -> dict[str, Any]:

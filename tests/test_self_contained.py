@@ -1,4 +1,4 @@
-"""The repository needs nothing beside it: the specs the tests read ship in tests/testbed/specs/
+"""The repository needs nothing beside it: the specs the tests read ship in devhost/specs/
 (with their sources), and no tracked file reads a path outside the repository."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = ROOT / "tests" / "testbed" / "specs"
+SPECS = ROOT / "devhost" / "specs"
 
 # Files whose paths are resolved against the working directory (the repository root: make,
 # pytest and the offline services all run there) rather than against the file itself.
@@ -120,13 +120,13 @@ def _repository_files() -> list[str]:
 def test_no_file_reads_outside_the_repository() -> None:
     files = _repository_files()
     assert "Makefile" in files
-    assert "tests/testbed/eventgrid_topic.py" in files
+    assert "devhost/eventgrid_topic.py" in files
     problems: list[str] = []
     this_file = Path(__file__).resolve().relative_to(ROOT).as_posix()
     for name in files:
         if name == this_file:
             continue  # its examples of what the check refuses
-        if name.startswith("tests/testbed/specs/") and name.endswith(".json"):
+        if name.startswith("devhost/specs/") and name.endswith(".json"):
             continue  # upstream data, read as data
         try:
             text = (ROOT / name).read_text(encoding="utf-8")
@@ -139,7 +139,7 @@ def test_no_file_reads_outside_the_repository() -> None:
 @pytest.mark.parametrize(
     ("rel_path", "line"),
     [
-        ("tests/testbed/eventgrid_topic.py", 'Path(__file__).resolve().parents[3] / "shared"'),
+        ("devhost/eventgrid_topic.py", 'Path(__file__).resolve().parents[2] / "shared"'),
         ("tests/test_x.py", 'SPECS = ROOT.parent / "shared" / "specs"'),
         ("tests/test_x.py", '"../shared/specs/azure-ai-agents.v1.swagger.json",'),
         ("tests/test_x.py", "root = Path(__file__).resolve().parent.parent.parent"),
@@ -157,13 +157,13 @@ def test_the_check_catches_outside_paths(rel_path: str, line: str) -> None:
     ("rel_path", "line"),
     [
         (
-            "tests/testbed/functions_host/host.py",
-            "_REPO_ROOT = Path(__file__).resolve().parents[3]",
+            "devhost/functions_host/host.py",
+            "_REPO_ROOT = Path(__file__).resolve().parents[2]",
         ),
         ("tests/test_x.py", "ROOT = Path(__file__).resolve().parent.parent"),
         ("shared/subscriber/event_check.py", "Path(__file__).resolve().parents[2] / 'docs'"),
         ("infra/README.md", "`azd up` (with [azure.yaml](../azure.yaml)) provisions"),
-        ("tests/testbed/eventgrid_topic.py", 'return Path(__file__).resolve().parent / "specs"'),
+        ("devhost/eventgrid_topic.py", 'return Path(__file__).resolve().parent / "specs"'),
         ("tests/x.py", '"""Speaks the protocol of ../shared/reference/wire.md."""'),
         ("tests/x.py", "x = 1  # as in ../shared/specs/x.json"),
     ],
@@ -194,7 +194,7 @@ def test_every_spec_file_is_listed_with_its_source() -> None:
 
 
 def test_the_topic_reads_the_specs_in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.testbed import eventgrid_topic
+    from devhost import eventgrid_topic
 
     monkeypatch.delenv("TESTBED_SPECS_DIR", raising=False)
     assert eventgrid_topic._specs_dir() == SPECS

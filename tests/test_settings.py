@@ -164,9 +164,9 @@ def test_a_configured_proxy_carries_the_agents_calls(monkeypatch: pytest.MonkeyP
 
     from aiohttp import web
 
+    from devhost.server_thread import ServerThread
     from shared.clients import build_agents_client
     from shared.loopback import LoopbackCredential
-    from tests.testbed.server_thread import ServerThread
 
     seen: list[str] = []
 

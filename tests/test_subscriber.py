@@ -14,10 +14,10 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
+from devhost.agents_service import RunScript
+from devhost.azurite import AzuriteTables
 from shared.subscriber.dedup import TABLE_NAME
 from tests.relay_bed import TOPIC_KEY, RelayBed, relay_bed
-from tests.testbed.agents_service import RunScript
-from tests.testbed.azurite import AzuriteTables
 
 SUBSCRIBER = "on_agent_run_completed"
 

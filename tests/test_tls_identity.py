@@ -1,9 +1,9 @@
 """TLS and managed identity on loopback, driven by the real azure-identity and azure-ai-agents.
 
-The loopback App Service managed identity endpoint (`tests/testbed/managed_identity.py`) issues
+The loopback App Service managed identity endpoint (`devhost/managed_identity.py`) issues
 tokens to the real `ManagedIdentityCredential` / `DefaultAzureCredential` (aio), refuses a
 wrong or missing `X-IDENTITY-HEADER`, and the https Agents service (certificate from
-`tests/testbed/tls.py`) accepts only the tokens it issued. This is the setup the client reuse
+`devhost/tls.py`) accepts only the tokens it issued. This is the setup the client reuse
 benchmark (bench/client_reuse.py) measures on.
 """
 
@@ -29,17 +29,17 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 from cryptography import x509
 
-from shared.clients import azure_credential
-from shared.settings import MANAGED_IDENTITY_VARIABLES, load_settings
-from tests.testbed.agents_service import (
+from devhost.agents_service import (
     AgentsService,
     AsyncDummyTokenCredential,
     RunScript,
 )
-from tests.testbed.clock import VirtualClock
-from tests.testbed.managed_identity import API_VERSION, ManagedIdentityEndpoint
-from tests.testbed.server_thread import ServerThread
-from tests.testbed.tls import LoopbackTls
+from devhost.clock import VirtualClock
+from devhost.managed_identity import API_VERSION, ManagedIdentityEndpoint
+from devhost.server_thread import ServerThread
+from devhost.tls import LoopbackTls
+from shared.clients import azure_credential
+from shared.settings import MANAGED_IDENTITY_VARIABLES, load_settings
 
 SCOPE = "https://ai.azure.com/.default"
 RESOURCE = "https://ai.azure.com"

@@ -1,6 +1,6 @@
 """The real Python worker loads every function of the app, with the bindings we mean.
 
-The emulated host reproduces the worker's indexing (tests/testbed/functions_host/indexing.py);
+The emulated host reproduces the worker's indexing (devhost/functions_host/indexing.py);
 here the worker's own code does it: azure-functions-runtime (requirements-worker.txt, installed
 by `make test` into .venv-worker/site-packages), the worker library of
 Azure/azure-functions-python-worker, whose loader.index_function_app,
@@ -28,10 +28,10 @@ from typing import Any
 
 import pytest
 
+from devhost.functions_host import EmulatedHost
+from devhost.functions_host.errors import IndexingError
+from devhost.functions_host.indexing import check_function, find_app
 from tests.processes import run_captured
-from tests.testbed.functions_host import EmulatedHost
-from tests.testbed.functions_host.errors import IndexingError
-from tests.testbed.functions_host.indexing import check_function, find_app
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_SITE = ROOT / ".venv-worker" / "site-packages"

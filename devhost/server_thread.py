@@ -2,7 +2,7 @@
 
 The loopback services live on their own loop so that synchronous SDK clients in tests and the
 emulated worker's persistent loop can both call them without deadlocking. Plain http unless an
-`ssl.SSLContext` is given (see `tests/testbed/tls.py`); `stats` counts the connections that
+`ssl.SSLContext` is given (see `devhost/tls.py`); `stats` counts the connections that
 carried requests, so tests can see whether a client reused its connection.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from tests.testbed.lifecycle import StartStop
+from devhost.lifecycle import StartStop
 
 T = TypeVar("T")
 

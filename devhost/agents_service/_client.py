@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from tests.testbed.credentials import AsyncStaticTokenCredential, StaticTokenCredential
+from devhost.credentials import AsyncStaticTokenCredential, StaticTokenCredential
 
 if TYPE_CHECKING:
     import azure.ai.agents

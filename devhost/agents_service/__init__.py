@@ -10,7 +10,7 @@ operation, and every request is recorded::
         ...  # drive the real SDK; clock.advance(...) moves runs along
         service.calls("runs.get"), service.runs, service.fault_counts
 
-Standalone on wall-clock time: ``python -m tests.testbed.agents_service --port 8091``.
+Standalone on wall-clock time: ``python -m devhost.agents_service --port 8091``.
 """
 
 from ._client import (

@@ -57,7 +57,7 @@ from .worker import (
     reset_sdk_session_lock,
 )
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 _open_host: EmulatedHost | None = None
 
 

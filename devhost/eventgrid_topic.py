@@ -9,7 +9,7 @@ callables) with Event Grid's handshake, headers and retry schedule, in virtual t
 Secrets (keys, SAS tokens, bearer tokens) are checked and then forgotten: nothing recorded or
 raised by this module carries them.
 
-Standalone (local dev): `python -m tests.testbed.eventgrid_topic --port 8092 --deliver-to URL`.
+Standalone (local dev): `python -m devhost.eventgrid_topic --port 8092 --deliver-to URL`.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any, Literal, Protocol, cast
 import jsonschema
 from aiohttp import web
 
-from tests.testbed.clock import WallClock
-from tests.testbed.server_thread import ServerThread
+from devhost.clock import WallClock
+from devhost.server_thread import ServerThread
 
 Schema = Literal["eventgrid", "cloudevents"]
 AuthKind = Literal["key", "sas", "bearer"]
@@ -180,7 +180,7 @@ class _Rejected(Exception):
 
 
 def _specs_dir() -> Path:
-    # The specs ship with the test bed (tests/testbed/specs/, sources in SOURCES.md there).
+    # The specs ship with the test bed (devhost/specs/, sources in SOURCES.md there).
     override = os.environ.get("TESTBED_SPECS_DIR")
     if override:
         return Path(override)

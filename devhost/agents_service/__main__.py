@@ -1,4 +1,4 @@
-"""Serve the loopback Agents service on wall-clock time: python -m tests.testbed.agents_service"""
+"""Serve the loopback Agents service on wall-clock time: python -m devhost.agents_service"""
 
 from __future__ import annotations
 

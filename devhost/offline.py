@@ -5,7 +5,7 @@ defaults): a local Agents service with scripted echo agents and a local Event Gr
 delivers to the sample subscriber at the Functions host's Event Grid webhook. The code is the
 same the tests use; only the clock follows the wall.
 
-    python -m tests.testbed.offline --settings local.settings.json [--state-dir .offline]
+    python -m devhost.offline --settings local.settings.json [--state-dir .offline]
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from devhost.agents_service import AgentsService, RunScript, make_sync_client
+from devhost.clock import WallClock
+from devhost.eventgrid_topic import EventGridTopic, Schema, SubscriptionValidationError
 from shared.settings import is_loopback_url
-from tests.testbed.agents_service import AgentsService, RunScript, make_sync_client
-from tests.testbed.clock import WallClock
-from tests.testbed.eventgrid_topic import EventGridTopic, Schema, SubscriptionValidationError
 
 SUBSCRIBER_FUNCTION = "on_agent_run_completed"
 # Scripted agents: name -> how their runs behave (the output echoes the last user message).

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tests.testbed.lifecycle import StartStop
-from tests.testbed.server_thread import ServerThread
+from devhost.lifecycle import StartStop
+from devhost.server_thread import ServerThread
 
 API_VERSION = "2019-08-01"
 TOKEN_PATH = "/msi/token"

@@ -17,8 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.testbed.lifecycle import StartStop
-from tests.testbed.server_thread import ConnectionStats, ServerThread
+from devhost.lifecycle import StartStop
+from devhost.server_thread import ConnectionStats, ServerThread
 
 from ._models import FINAL_STATUSES, JSON, Clock, FaultRule, RecordedRequest, RunScript
 from ._store import ApiError, Call, Store, bad_request
