@@ -11,12 +11,12 @@ BENCH_STAMP := $(VENV)/.bench-installed
 INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 # The Functions Python worker's indexing code (azure-functions-runtime: loader + Registry) for
-# tests/test_worker_indexing.py. It declares Python >=3.13 and, for its own process, grpc and
+# tests/project/test_worker_indexing.py. It declares Python >=3.13 and, for its own process, grpc and
 # protobuf pins; only its pure-Python loader is needed, run by the app's .venv, so it goes into a
 # folder of its own, without dependencies (the app's azure-functions is the one it indexes with).
 WORKER_DIR := .venv-worker
 WORKER_STAMP := $(WORKER_DIR)/.installed
-# azure-functions-doctor (tests/test_doctor.py) has pins of its own (pydantic, typer, rich).
+# azure-functions-doctor (tests/project/test_doctor.py) has pins of its own (pydantic, typer, rich).
 DOCTOR_VENV := .venv-doctor
 DOCTOR_STAMP := $(DOCTOR_VENV)/.installed
 AZURITE_DIR := .azurite
@@ -94,6 +94,8 @@ SETTINGS ?= local.settings.json
 OFFLINE_DIR ?= .offline
 FUNCTIONS_PORT ?= 7071
 OFFLINE_PID := $(OFFLINE_DIR)/services.pid
+# Extra options for `python -m devhost.offline` (e.g. --agent-seconds slow-echo=10).
+OFFLINE_ARGS ?=
 
 services-up: $(PIP_STAMP) $(SETTINGS)
 	@mkdir -p $(OFFLINE_DIR)
@@ -101,7 +103,7 @@ services-up: $(PIP_STAMP) $(SETTINGS)
 	  echo "offline services already running (pid $$(cat $(OFFLINE_PID)))"; exit 0; fi; \
 	rm -f $(OFFLINE_DIR)/services.json; \
 	$(PY) -m devhost.offline --settings $(SETTINGS) --state-dir $(OFFLINE_DIR) \
-	  --functions-port $(FUNCTIONS_PORT) > $(OFFLINE_DIR)/services.log 2>&1 & \
+	  --functions-port $(FUNCTIONS_PORT) $(OFFLINE_ARGS) > $(OFFLINE_DIR)/services.log 2>&1 & \
 	echo $$! > $(OFFLINE_PID); \
 	for i in $$(seq 1 150); do \
 	  [ -f $(OFFLINE_DIR)/services.json ] && break; \
@@ -122,13 +124,24 @@ services-down:
 # Extra Azurite options (e.g. other ports: --blobPort 20000 --queuePort 20001 --tablePort 20002).
 AZURITE_ARGS ?=
 
+# Where Core Tools (`func`) is missing, the app runs on the development host instead
+# (`python -m devhost.start`: an emulation of the Functions host, on the wall clock, same port
+# and routes, function keys checked; its keys and durable state in DEVHOST_DIR, kept across
+# restarts like the task hub in Azurite).
+DEVHOST_DIR ?= $(AZURITE_DIR)/devhost
+
 # Azurite (npx, its shell and node) runs in a session of its own, so that stopping it stops the
 # whole process group: killing npx alone left node listening. It is stopped, and the offline
-# services with it, however `func` ends (exit, Ctrl-C, TERM). setsid() through the venv's
+# services with it, however the host ends (exit, Ctrl-C, TERM). setsid() through the venv's
 # Python works where the setsid command does not exist (macOS).
-start: check-core-tools $(PIP_STAMP) $(NPM_STAMP) $(SETTINGS)
+start: $(PIP_STAMP) $(NPM_STAMP) $(SETTINGS)
 	mkdir -p $(AZURITE_DIR)
 	@set -e; \
+	if command -v func >/dev/null 2>&1; then use_func=1; else use_func=; \
+	  echo "Azure Functions Core Tools ('func') is not installed: running the app on the development" >&2; \
+	  echo "host instead, an emulation of the Functions host for local development. For the real host:" >&2; \
+	  echo "  npm install -g azure-functions-core-tools@4 --unsafe-perm true   (needs internet access)" >&2; \
+	fi; \
 	$(PY) -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' \
 	  npx azurite --silent --skipApiVersionCheck --location $(AZURITE_DIR) \
 	  --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 $(AZURITE_ARGS) & \
@@ -144,14 +157,27 @@ start: check-core-tools $(PIP_STAMP) $(NPM_STAMP) $(SETTINGS)
 	  $(MAKE) --no-print-directory services-down SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR); \
 	}; \
 	trap cleanup EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	offline=; \
 	if $(PY) -c "import sys; from pathlib import Path; from devhost.offline import uses_local_services; sys.exit(0 if uses_local_services(Path('$(SETTINGS)')) else 1)"; then \
-	  $(MAKE) --no-print-directory services-up SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR) FUNCTIONS_PORT=$(FUNCTIONS_PORT); \
-	  echo; echo "Offline mode. Submit a run (the echo agent answers in about 3 s):"; \
-	  $(PY) -c "import json; print('  ' + json.load(open('$(OFFLINE_DIR)/services.json'))['curl'])"; \
-	  echo "then GET the statusUrl it returns (with the same host), and watch this terminal for"; \
-	  echo "the sample subscriber's 'AgentRunCompleted ...' line (on_agent_run_completed)."; echo; \
+	  offline=1; webhook=; \
+	  if [ -z "$$use_func" ]; then \
+	    webhook="--webhook-keys $$($(PY) -m devhost.start --state-dir $(DEVHOST_DIR) --keys)"; \
+	  fi; \
+	  $(MAKE) --no-print-directory services-up SETTINGS=$(SETTINGS) OFFLINE_DIR=$(OFFLINE_DIR) \
+	    FUNCTIONS_PORT=$(FUNCTIONS_PORT) OFFLINE_ARGS="$(OFFLINE_ARGS) $$webhook"; \
+	  if [ -n "$$use_func" ]; then \
+	    echo; echo "Offline mode. Submit a run (the echo agent answers in about 3 s):"; \
+	    $(PY) -c "import json; print('  ' + json.load(open('$(OFFLINE_DIR)/services.json'))['curl'])"; \
+	    echo "then GET the statusUrl it returns (with the same host), and watch this terminal for"; \
+	    echo "the sample subscriber's 'AgentRunCompleted ...' line (on_agent_run_completed)."; echo; \
+	  fi; \
 	else echo "Using the Azure services named in $(SETTINGS)."; fi; \
-	. $(VENV)/bin/activate && func start --python --port $(FUNCTIONS_PORT)
+	if [ -n "$$use_func" ]; then \
+	  . $(VENV)/bin/activate && func start --python --port $(FUNCTIONS_PORT); \
+	else \
+	  $(PY) -m devhost.start --settings $(SETTINGS) --port $(FUNCTIONS_PORT) --state-dir $(DEVHOST_DIR) \
+	    --exit-with $$PPID $${offline:+--services $(OFFLINE_DIR)/services.json}; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) $(WORKER_DIR) $(DOCTOR_VENV) node_modules $(AZURITE_DIR) $(OFFLINE_DIR) .mypy_cache .ruff_cache .pytest_cache

@@ -6,10 +6,9 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from shared import activities, http_api
-from shared.observability import configure_telemetry, install_log_fields
-from shared.orchestration import relay_orchestrator
-from shared.settings import get_settings
+from shared.adapters import configure_telemetry, get_settings, install_log_fields
+from shared.durable import activities, relay_orchestrator
+from shared.http import api as http_api
 from shared.subscriber import blueprint as subscriber_blueprint
 
 # Fail at startup, naming the setting, rather than on the first request.
@@ -60,7 +59,7 @@ def agent_run_orchestrator(
 
 
 # The Python worker refuses a binding parameter annotated dict[str, Any] ("invalid non-type
-# annotation"), so payloads are plain dict; tests/test_worker_indexing.py runs its indexing.
+# annotation"), so payloads are plain dict; tests/project/test_worker_indexing.py runs its indexing.
 @app.activity_trigger(input_name="payload")
 async def start_agent_run(payload: dict) -> dict[str, Any]:  # type: ignore[type-arg]
     return await activities.start_agent_run(payload)

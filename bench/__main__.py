@@ -10,9 +10,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .main import DOCS, QUICK, BenchConfig, Results, run
+from .config import DOCS, QUICK, BenchConfig
+from .main import run
 from .plot import plot_frontier, plot_main
 from .report import PNG_FRONTIER, PNG_MAIN, render
+from .results import Results
 from .summary import summary
 
 

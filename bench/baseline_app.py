@@ -16,8 +16,8 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from shared import agents_calls
-from shared.run_status import RunPhase, classify_run_status
+from shared.adapters import azure_agents
+from shared.core.run_status import RunPhase, classify_run_status
 
 ORCHESTRATOR = "baseline_monitor"
 ACTIVITY = "baseline_poll"
@@ -54,9 +54,10 @@ def baseline_monitor(
 
 
 async def baseline_poll(payload: dict) -> dict[str, Any]:  # type: ignore[type-arg]
-    return await agents_calls.poll_run(
+    outcome = await azure_agents.poll_run(
         payload["submissionId"], payload["threadId"], payload["runId"]
     )
+    return dict(outcome)
 
 
 # Registered by calls rather than decorator syntax: the SDK's decorators are untyped.

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from devhost.agents_service import AgentsService, RunScript, make_sync_client
 from devhost.clock import VirtualClock
 from devhost.functions_host import EmulatedHost
-from shared.clients import close_clients
-from shared.runtime import reset_worker_state
+from shared.adapters.clients import close_clients
+from shared.adapters.runtime import reset_worker_state
 
 from .baseline_app import ORCHESTRATOR
 from .schedules import FixedInterval, Strategy, WaitList, simulate, to_micros

@@ -7,13 +7,14 @@ Reproduces what a client built per call would pay in Azure, on loopback:
   by
 - a loopback App Service managed identity endpoint (`devhost.managed_identity`), which
   `ManagedIdentityCredential` uses through `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`, as the
-  app's credential (`shared.clients.azure_credential`) does in Azure.
+  app's credential (`shared.adapters.clients.azure_credential`) does in Azure.
 
-The real `shared.agents_calls.poll_run` is awaited back to back against a run that stays in
+The real `shared.adapters.azure_agents.poll_run` is awaited back to back against a run that stays in
 progress, in three variants (interleaved rounds, median round):
 
-- reused: one Agents client and credential built once (`shared.clients.build_agents_client`,
-  as `get_clients()` builds the process's set) and reused, as the app runs in Azure;
+- reused: one Agents client and credential built once
+  (`shared.adapters.clients.build_agents_client`, as `get_clients()` builds the process's
+  set) and reused, as the app runs in Azure;
 - per call: a new `ManagedIdentityCredential` and AgentsClient for every call, closed after it
   (so a new aiohttp session, TCP + TLS handshake, and a token request, since a new credential
   has an empty token cache);
@@ -58,114 +59,32 @@ from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
 
-from devhost.agents_service import AgentsService, RunScript
-from devhost.clock import VirtualClock
-from devhost.managed_identity import ManagedIdentityEndpoint
-from devhost.tls import LoopbackTls, server_context_from_files
-from shared import agents_calls
-from shared.clients import azure_credential, build_agents_client
-from shared.settings import Settings, load_settings
+from devhost.tls import LoopbackTls
+from shared.adapters import azure_agents
+from shared.adapters.clients import azure_credential, build_agents_client
+from shared.adapters.settings import Settings, load_settings
+
+from .client_reuse_result import (
+    PART_BUILD_CLIENT,
+    PART_BUILD_CREDENTIAL,
+    PART_CACHE_HIT,
+    PART_CLOSE,
+    PART_FIRST_GET,
+    PART_HANDSHAKE,
+    PART_IDENTITY_REQUEST,
+    PART_REUSED_GET,
+    ClientReuseResult,
+    Variant,
+)
+from .client_reuse_services import SCOPE, _serve
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMISSION = "bench-client-reuse"
-SCOPE = "https://ai.azure.com/.default"  # azure-ai-agents' default credential scope
-RESOURCE = SCOPE.removesuffix("/.default")  # what the managed identity protocol asks for
 # Environment that would change which credential DefaultAzureCredential picks, where its
 # requests go, or what the measuring process trusts: none of it reaches the measurement.
 _SCRUBBED_PREFIXES = ("AZURE_", "MSI_", "IDENTITY_", "IMDS_")
 _SCRUBBED = {"SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
 TIMEOUT_SECONDS = 900.0
-
-# The parts of a per-call client and credential the breakdown times (wall ms, medians).
-PART_BUILD_CREDENTIAL = "build ManagedIdentityCredential"
-PART_IDENTITY_REQUEST = (
-    "token request by a new credential (session + TCP connect + GET to the identity endpoint)"
-)
-PART_BUILD_CLIENT = "build AgentsClient"
-PART_FIRST_GET = "first GET on the new client (session + TCP connect + TLS handshake + GET)"
-PART_CLOSE = "close the client and the credential"
-PART_REUSED_GET = "GET on the reused client"
-PART_CACHE_HIT = "get_token from a credential's cache"
-PART_HANDSHAKE = "TCP connect + TLS handshake alone (asyncio.open_connection)"
-
-
-@dataclass(frozen=True)
-class Variant:
-    calls_per_s: float  # median round
-    client_cpu_ms: float  # measuring process CPU per call (median round)
-    service_cpu_ms: float  # services process CPU per call: Agents service + identity endpoint
-    connections: int  # connections the Agents service saw opened during the timed calls
-    token_requests: int  # tokens the identity endpoint issued during the timed calls
-
-
-@dataclass(frozen=True)
-class ClientReuseResult:
-    reused: Variant
-    per_call: Variant  # AgentsClient + ManagedIdentityCredential built per call, closed after
-    per_call_client: Variant  # AgentsClient built per call, the process's credential kept
-    # Reused, with aiohttp's per-request proxy and netrc lookups (the SDKs' default, which
-    # the app turns off when neither is configured).
-    reused_env_lookups: Variant
-    breakdown_ms: dict[str, float]  # wall ms of each part of a per-call client, medians
-    calls: int  # timed calls per variant, all rounds
-    rounds: int
-    tls_version: str
-    resumed_tls_sessions: int
-
-    @property
-    def reused_per_s(self) -> float:
-        return self.reused.calls_per_s
-
-    @property
-    def per_call_per_s(self) -> float:
-        return self.per_call.calls_per_s
-
-    @property
-    def ratio(self) -> float:
-        """Reused vs client and credential built per call: the issue's comparison."""
-        return self.reused.calls_per_s / self.per_call.calls_per_s
-
-    @property
-    def ratio_client_only(self) -> float:
-        """Reused vs a client built per call around the process's credential."""
-        return self.reused.calls_per_s / self.per_call_client.calls_per_s
-
-    @property
-    def env_lookup_cost(self) -> float:
-        """How much faster a reused poll is without aiohttp's per-request env lookups."""
-        return self.reused.calls_per_s / self.reused_env_lookups.calls_per_s
-
-    @property
-    def handshake_ms(self) -> float:
-        """A TCP connect + TLS handshake alone, median wall ms."""
-        return self.breakdown_ms[PART_HANDSHAKE]
-
-    def per_call_overhead_ms(self) -> dict[str, float]:
-        """What a client and credential built per call add to a poll, part by part."""
-        b = self.breakdown_ms
-        connection = "the new TLS connection (first GET on a new client minus a reused GET)"
-        return {
-            "the token request to the identity endpoint": b[PART_IDENTITY_REQUEST],
-            connection: b[PART_FIRST_GET] - b[PART_REUSED_GET],
-            "building the credential and the client": b[PART_BUILD_CREDENTIAL]
-            + b[PART_BUILD_CLIENT],
-            "closing them": b[PART_CLOSE],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ClientReuseResult:
-        return cls(
-            reused=Variant(**data["reused"]),
-            per_call=Variant(**data["per_call"]),
-            per_call_client=Variant(**data["per_call_client"]),
-            reused_env_lookups=Variant(**data["reused_env_lookups"]),
-            breakdown_ms={str(k): float(v) for k, v in data["breakdown_ms"].items()},
-            calls=int(data["calls"]),
-            rounds=int(data["rounds"]),
-            tls_version=str(data["tls_version"]),
-            resumed_tls_sessions=int(data["resumed_tls_sessions"]),
-        )
-
 
 # ------------------------------------------------------------------ the bench's side
 
@@ -206,44 +125,6 @@ def measure_client_reuse(*, calls: int = 150, rounds: int = 3) -> ClientReuseRes
     return ClientReuseResult.from_json(json.loads(lines[-1]))
 
 
-# ------------------------------------------------------------------ the services process
-
-
-def _serve(conn: Connection, cert: str, key: str) -> None:
-    """Serve the https Agents service and the identity endpoint until told to stop."""
-    identity = ManagedIdentityEndpoint().start()
-    agents = AgentsService(
-        VirtualClock(),
-        ssl_context=server_context_from_files(Path(cert), Path(key)),
-        accept_token=lambda token: identity.issued(token, RESOURCE),
-    ).start()
-    # Runs stay in progress: every poll is one GET of a live run, as while an agent works.
-    agents.default_script = RunScript(queued_seconds=0, duration_seconds=10 * 24 * 3600)
-    try:
-        # By name, as Azure endpoints are: a new client resolves it (its connector's DNS
-        # cache is new too), a reused one keeps its connection.
-        endpoint = agents.endpoint.replace("://127.0.0.1:", "://localhost:", 1)
-        conn.send({"agents_endpoint": endpoint, "identity": identity.environment()})
-        while (message := conn.recv()) != "stop":
-            if message != "stats":
-                raise ValueError(f"unknown request {message!r}")
-            stats = agents.connection_stats
-            conn.send(
-                {
-                    "connections": stats.connections,
-                    "tls_connections": stats.tls_connections,
-                    "resumed_tls_sessions": stats.resumed_tls_sessions,
-                    "tls_versions": dict(stats.tls_versions),
-                    "token_requests": identity.token_requests,
-                    "refused_token_requests": identity.refused,
-                    "cpu_s": time.process_time(),
-                }
-            )
-    finally:
-        agents.stop()
-        identity.stop()
-
-
 # ------------------------------------------------------------------ the measuring process
 
 
@@ -282,7 +163,7 @@ class _Measurement:
 
     async def _poll(self, client: Any) -> None:
         self.holder.agents = client
-        outcome = await agents_calls.poll_run(SUBMISSION, self.thread_id, self.run_id)
+        outcome = await azure_agents.poll_run(SUBMISSION, self.thread_id, self.run_id)
         if outcome.get("outcome") != "ok":
             raise RuntimeError(f"poll_run failed during the measurement: {outcome}")
 
@@ -424,7 +305,7 @@ async def _measure(conn: Connection, endpoint: str, calls: int, rounds: int) -> 
         "per_call_client": [],
         "reused_env_lookups": [],
     }
-    with mock.patch.object(agents_calls, "get_clients", return_value=m.holder):
+    with mock.patch.object(azure_agents, "get_clients", return_value=m.holder):
         await m.setup()
         # Warm every code path.
         for one in (m.reused, m.per_call, m.per_call_client, m.reused_env_lookups):

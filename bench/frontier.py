@@ -11,8 +11,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shared.schedule import PollingPolicy
-from shared.settings import DEFAULT_FAST_PATH_SECONDS
+from shared.adapters.settings import DEFAULT_FAST_PATH_SECONDS
+from shared.core.schedule import PollingPolicy
 
 from .schedules import RelaySchedule, Strategy, simulate
 from .targets import DELAY_TOLERANCE, delay_limit, polls_limit

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from shared.settings import DEFAULT_FAST_PATH_SECONDS
+from shared.adapters.settings import DEFAULT_FAST_PATH_SECONDS
 
-from .main import Results
+from .results import Results
 from .schedules import RelaySchedule, Strategy, baselines, simulate
 from .targets import delay_limit, polls_limit
 

@@ -3,7 +3,7 @@
 Each strategy yields the instants of its status checks, as integer microseconds after the run
 started (the relay's timers are whole microseconds too, so the simulation is exact). A run of
 duration D is detected by the first check at or after D; a finite schedule that ends before
-then gave up. Ours uses `shared.schedule.poll_wait_seconds`, the function the orchestrator
+then gave up. Ours uses `shared.core.schedule.poll_wait_seconds`, the function the orchestrator
 calls; the simulator's results are checked against the real orchestrator's polls.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, Protocol
 
-from shared.http_api import idempotent_submission_id, key_caller
-from shared.schedule import PollingPolicy, poll_wait_seconds
+from shared.core.schedule import PollingPolicy, poll_wait_seconds
+from shared.http.api import idempotent_submission_id, key_caller
 
 MICROS = 1_000_000
 DEFAULT_POLICY = PollingPolicy(initial_seconds=2.0, max_seconds=30.0, multiplier=1.5, jitter=0.1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from .main import Results
 from .report import rows, secs
+from .results import Results
 from .workload import format_duration
 
 

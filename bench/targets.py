@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from shared.schedule import PollingPolicy
+from shared.core.schedule import PollingPolicy
 
 from .schedules import DEFAULT_POLICY, MICROS, RelaySchedule, to_micros
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from devhost.agents_service import AgentsService, RunScript, make_sync_client
 from devhost.clock import WallClock
-from shared.settings import DEFAULT_FAST_PATH_SECONDS
+from shared.adapters.settings import DEFAULT_FAST_PATH_SECONDS
 
 from .relay_runs import bench_bed, collect, submit
 from .workload import WorkloadRun

@@ -52,3 +52,24 @@ class WallClock:
 
     def timestamp(self) -> float:
         return self.now().timestamp()
+
+
+class RealTimeClock(VirtualClock):
+    """The wall clock where a VirtualClock is expected: for the wall-clock runner
+    (`python -m devhost.start`), whose driver fires durable timers when they are really due.
+
+    It cannot be moved: `advance`/`advance_to` (the test drivers' `run_until_complete`,
+    `advance`, `advance_to_next_timer`) raise instead of skipping time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(datetime.now(UTC))
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def advance(self, seconds: float) -> datetime:
+        raise RuntimeError("the real-time clock cannot be advanced")
+
+    def advance_to(self, moment: datetime) -> datetime:
+        raise RuntimeError("the real-time clock cannot be advanced")

@@ -1,6 +1,6 @@
 """Change a running bed's app settings the way Azure does: new values, then a new worker process.
 
-Settings are read once per worker process (shared/settings.py), so a change takes effect when
+Settings are read once per worker process (shared/adapters/settings.py), so a change takes effect when
 the worker restarts, as it does in Azure when app settings change. Some values are known only
 once the bed runs (the id of the agent it created), hence a change rather than a new bed.
 """
@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.clients import close_clients
+from shared.adapters.clients import close_clients
 from tests.relay_bed import RelayBed
 
 

@@ -19,8 +19,8 @@ from devhost.agents_service import AgentsService, RunScript, make_sync_client
 from devhost.clock import VirtualClock
 from devhost.eventgrid_topic import EventGridTopic
 from devhost.functions_host import EmulatedHost
-from shared.clients import close_clients
-from shared.runtime import reset_worker_state
+from shared.adapters.clients import close_clients
+from shared.adapters.runtime import reset_worker_state
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC_KEY = "cmVsYXktdGVzdC10b3BpYy1rZXktMDEyMzQ1Njc4OWFiY2RlZg=="

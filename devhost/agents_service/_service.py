@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import copy
 import json
+import os
+import pickle
 import random
 import re
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -150,6 +154,7 @@ class AgentsService(StartStop):
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         accept_token: Callable[[str], bool] | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.clock = clock
         self.default_script = RunScript()
@@ -173,6 +178,47 @@ class AgentsService(StartStop):
         self._handlers: dict[str, Handler] = {
             op: getattr(self._store, op.replace(".", "_")) for op in OPERATIONS
         }
+        # Local dev (devhost/offline.py): agents, threads and runs kept in a file across
+        # restarts, saved after every request (tests keep them in memory).
+        self._state_file = state_file
+        if state_file is not None:
+            self._load_state(state_file)
+
+    # ------------------------------------------------------------------ persistence
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        # The service's own file, written by _save_state (local dev only, never shared).
+        agents, threads, runs = pickle.loads(data)  # noqa: S301
+        with self._lock:
+            self._store.agents, self._store.threads, self._store.runs = agents, threads, runs
+
+    def _save_state(self) -> None:
+        """Atomically (temporary file, then rename); the service's lock is held."""
+        path = self._state_file
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = pickle.dumps((self._store.agents, self._store.threads, self._store.runs))
+        fd, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def agent_named(self, name: str) -> str | None:
+        """The id of the first agent with this name, if any (e.g. one loaded from the state)."""
+        with self._lock:
+            for agent_id, agent in self._store.agents.items():
+                if agent.get("name") == name:
+                    return agent_id
+            return None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -460,6 +506,7 @@ class AgentsService(StartStop):
                 reply = self._apply(pending)
                 if kind == "500_after_apply":
                     reply = _error_reply(_FAULT_ERRORS[kind])
+                self._save_state()
             self._finish_record(record, reply)
             return reply
 

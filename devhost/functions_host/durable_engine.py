@@ -376,6 +376,133 @@ def _failure_details_json(activity: str, failure: InvocationFailure) -> str:
     )
 
 
+STATE_VERSION = 1
+
+
+def _time_to_json(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _time_from_json(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _message_to_json(message: _Message) -> dict[str, Any]:
+    return {
+        "seq": message.seq,
+        "kind": message.kind,
+        "event": message.event,
+        "executionId": message.execution_id,
+        "continued": message.continued,
+        "carried": message.carried,
+    }
+
+
+def _message_from_json(data: Mapping[str, Any]) -> _Message:
+    return _Message(
+        seq=int(data["seq"]),
+        kind=data["kind"],
+        event=dict(data["event"]),
+        execution_id=data["executionId"],
+        continued=bool(data["continued"]),
+        carried=[dict(e) for e in data["carried"]],
+    )
+
+
+def _instance_to_json(instance: _Instance) -> dict[str, Any]:
+    staged = instance.staged_status
+    return {
+        "instanceId": instance.instance_id,
+        "name": instance.name,
+        "status": instance.status,
+        "input": instance.input,
+        "createdTime": _time_to_json(instance.created_time),
+        "lastUpdatedTime": _time_to_json(instance.last_updated_time),
+        "executionId": instance.execution_id,
+        "output": instance.output,
+        "customStatus": instance.custom_status,
+        "generation": instance.generation,
+        "history": instance.history,
+        "historyLengths": instance.history_lengths,
+        "failure": instance.failure,
+        "inbox": [_message_to_json(m) for m in instance.inbox],
+        "lastContext": instance.last_context,
+        "diagnostics": instance.diagnostics,
+        "episodesByGeneration": instance.episodes_by_generation,
+        "timersByGeneration": instance.timers_by_generation,
+        "stagedStatus": None if staged is None else [staged[0], sorted(staged[1])],
+    }
+
+
+def _instance_from_json(data: Mapping[str, Any]) -> _Instance:
+    staged = data["stagedStatus"]
+    return _Instance(
+        instance_id=data["instanceId"],
+        name=data["name"],
+        status=data["status"],
+        input=data["input"],
+        created_time=_time_from_json(data["createdTime"]),
+        last_updated_time=_time_from_json(data["lastUpdatedTime"]),
+        execution_id=data["executionId"],
+        output=data["output"],
+        custom_status=data["customStatus"],
+        generation=int(data["generation"]),
+        history=[dict(e) for e in data["history"]],
+        history_lengths=[int(n) for n in data["historyLengths"]],
+        failure=data["failure"],
+        inbox=[_message_from_json(m) for m in data["inbox"]],
+        last_context=data["lastContext"],
+        diagnostics=[str(d) for d in data["diagnostics"]],
+        episodes_by_generation=[int(n) for n in data["episodesByGeneration"]],
+        timers_by_generation=[int(n) for n in data["timersByGeneration"]],
+        staged_status=None if staged is None else (staged[0], {int(n) for n in staged[1]}),
+    )
+
+
+def _work_to_json(item: _WorkItem) -> dict[str, Any]:
+    return {
+        "seq": item.seq,
+        "instanceId": item.instance_id,
+        "executionId": item.execution_id,
+        "taskId": item.task_id,
+        "name": item.name,
+        "input": item.input,
+    }
+
+
+def _work_from_json(data: Mapping[str, Any]) -> _WorkItem:
+    return _WorkItem(
+        seq=int(data["seq"]),
+        instance_id=data["instanceId"],
+        execution_id=data["executionId"],
+        task_id=int(data["taskId"]),
+        name=data["name"],
+        input=data["input"],
+    )
+
+
+def _timer_to_json(timer: _Timer) -> dict[str, Any]:
+    return {
+        "fireAt": _time_to_json(timer.fire_at),
+        "seq": timer.seq,
+        "instanceId": timer.instance_id,
+        "executionId": timer.execution_id,
+        "timerId": timer.timer_id,
+        "created": _time_to_json(timer.created),
+    }
+
+
+def _timer_from_json(data: Mapping[str, Any]) -> _Timer:
+    return _Timer(
+        fire_at=_time_from_json(data["fireAt"]),
+        seq=int(data["seq"]),
+        instance_id=data["instanceId"],
+        execution_id=data["executionId"],
+        timer_id=int(data["timerId"]),
+        created=_time_from_json(data["created"]),
+    )
+
+
 @dataclass
 class _Decided:
     """What the extension + DTFx make of one orchestrator invocation (computed without lock)."""
@@ -430,6 +557,10 @@ class DurableEngine:
         self._instances: dict[str, _Instance] = {}
         self._work: list[_WorkItem] = []
         self._timers: list[_Timer] = []
+        # Called with the lock held after every committed change (a client operation, a fired
+        # timer, an activity result, an episode): the wall-clock runner persists the state
+        # (devhost/functions_host/persistence.py) and wakes its driver. None in tests.
+        self.on_commit: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------- client operations
 
@@ -507,6 +638,7 @@ class DurableEngine:
             # An existing instance in another state (any state with AnyState) is replaced: its
             # queued work belongs to a dead execution and is dropped.
             self._instances[instance_id] = instance
+            self._committed()
             return instance_id
 
     @staticmethod
@@ -557,6 +689,7 @@ class DurableEngine:
             )
             self._count_queue_message(instance_id, message)
             instance.inbox.append(message)
+            self._committed()
 
     def terminate(self, instance_id: str, reason: str | None) -> None:
         with self._lock:
@@ -569,6 +702,7 @@ class DurableEngine:
             )
             self._count_queue_message(instance_id, message)
             instance.inbox.append(message)
+            self._committed()
 
     def purge(self, instance_id: str) -> int:
         with self._lock:
@@ -576,6 +710,7 @@ class DurableEngine:
             if instance is None or instance.status not in FINISHED:
                 return 0
             del self._instances[instance_id]
+            self._committed()
             return 1
 
     def purge_many(
@@ -594,6 +729,8 @@ class DurableEngine:
             ]
             for instance_id in doomed:
                 del self._instances[instance_id]
+            if doomed:
+                self._committed()
             return len(doomed)
 
     @staticmethod
@@ -742,6 +879,44 @@ class DurableEngine:
             timers_by_generation=tuple(instance.timers_by_generation),
         )
 
+    # ---------------------------------------------------------------- persistence
+
+    def _committed(self) -> None:
+        """A change is committed (lock held): tell the persistence layer, if any."""
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def export_state(self) -> dict[str, Any]:
+        """Instances (with queued messages), activity work items and timers, as JSON values.
+
+        What Azure Storage keeps in the task hub (instance and history tables, control and
+        work-item queues): enough for `import_state` in a new process to carry on. Counters
+        (HostStats) are process-local and not included.
+        """
+        with self._lock:
+            return {
+                "version": STATE_VERSION,
+                "hubName": self.hub_name,
+                "nextSeq": next(self._seq),
+                "instances": [_instance_to_json(i) for i in self._instances.values()],
+                "work": [_work_to_json(w) for w in self._work],
+                "timers": [_timer_to_json(t) for t in self._timers],
+            }
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        """Replace everything with what `export_state` returned (at start, before any work)."""
+        if state.get("version") != STATE_VERSION:
+            raise HostError(
+                f"durable state version {state.get('version')!r} is not {STATE_VERSION}"
+            )
+        with self._lock:
+            self._instances = {
+                i.instance_id: i for i in map(_instance_from_json, state["instances"])
+            }
+            self._work = [_work_from_json(w) for w in state["work"]]
+            self._timers = [_timer_from_json(t) for t in state["timers"]]
+            self._seq = itertools.count(int(state["nextSeq"]))
+
     # ---------------------------------------------------------------- scheduling
 
     def next_timer_at(self) -> datetime | None:
@@ -831,6 +1006,7 @@ class DurableEngine:
                 self.stats.timers_fired += 1
                 fired += 1
                 step = self._next_step()
+                self._committed()
             # The message is durable: a crash now only restarts the worker.
             self._maybe_crash(
                 CrashPoint(
@@ -903,6 +1079,7 @@ class DurableEngine:
             self._count_queue_message(item.instance_id, message)
             if instance is not None and instance.execution_id == item.execution_id:
                 instance.inbox.append(message)
+            self._committed()
 
     @staticmethod
     def _apply_staged_status(instance: _Instance) -> None:
@@ -970,6 +1147,7 @@ class DurableEngine:
             if terminate is not None:
                 self._commit_termination(instance, terminate, consumed, now)
                 self.stats.episodes += 1
+                self._committed()
                 return
             if continued:
                 first = batch[0]
@@ -1013,6 +1191,7 @@ class DurableEngine:
                 return  # replaced or purged meanwhile: the work item is abandoned
             instance.last_context = context
             self._commit_episode(instance, consumed, new_events, now, decided, continued)
+            self._committed()
         if decided.unsupported is not None:
             raise decided.unsupported
         if decided.nondeterminism is not None and self.strict_determinism:

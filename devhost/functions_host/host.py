@@ -45,6 +45,7 @@ from .errors import (
 )
 from .http_invoker import HostKeys, HttpFrontDoor
 from .indexing import AppIndex, IndexedFunction, index_module, route_prefix_from_host_json
+from .persistence import DurableStateFile
 from .rpc_api import DurableHttpApi, make_rpc_app
 from .worker import (
     ActivityResult,
@@ -95,6 +96,7 @@ class EmulatedHost(StartStop):
         eventgrid_system_key: str = "test-eventgrid-extension-key",
         base_url: str = "http://localhost:7071",
         invocation_timeout: float = 60.0,
+        state_file: str | Path | None = None,
     ) -> None:
         self.app_module = app_module
         self.clock = clock or VirtualClock()
@@ -122,6 +124,11 @@ class EmulatedHost(StartStop):
         self._rpc: ServerThread | None = None
         self._front: HttpFrontDoor | None = None
         self._started = False
+        # The wall-clock runner (devhost/start.py) keeps the durable state in a file and
+        # is woken after each commit; tests keep everything in memory.
+        self._state_file = Path(state_file) if state_file is not None else None
+        self.loaded_instances = 0
+        self.on_commit: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ fault injection
 
@@ -202,6 +209,17 @@ class EmulatedHost(StartStop):
                 on_crash=self._on_crash,
                 strict_determinism=self.strict_determinism,
             )
+            if self._state_file is not None:
+                self.loaded_instances = DurableStateFile(self._state_file).attach(self._engine)
+            saved = self._engine.on_commit
+
+            def committed() -> None:
+                if saved is not None:
+                    saved()
+                if self.on_commit is not None:
+                    self.on_commit()
+
+            self._engine.on_commit = committed
             api = DurableHttpApi(self._engine, self.management_payload)
 
             def rpc_factory() -> web.Application:
@@ -457,6 +475,11 @@ class EmulatedHost(StartStop):
     def next_timer_at(self) -> datetime | None:
         _, _, engine, _ = self._require()
         return engine.next_timer_at()
+
+    def has_ready_work(self) -> bool:
+        """Activities, due timers or queued messages ready at the clock's current time."""
+        _, _, engine, _ = self._require()
+        return engine.has_ready_work()
 
     def advance_to_next_timer(self) -> bool:
         _, _, engine, _ = self._require()

@@ -8,7 +8,7 @@ correspond one to one (a parameter named `context` without a binding is the invo
 context) and applies its annotation rules (`check_annotations` below, copied from the worker).
 One refused function fails the whole app. The host then refuses duplicate names and
 conflicting HTTP routes, and the Durable extension registers orchestrators and activities.
-tests/test_worker_indexing.py runs the worker's own code on the app and checks this copy
+tests/project/test_worker_indexing.py runs the worker's own code on the app and checks this copy
 against it.
 """
 

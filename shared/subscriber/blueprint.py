@@ -7,7 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
-from ..observability import log_fields
+from ..adapters.observability import log_fields
 from .dedup import first_delivery
 from .event_check import data_problems, summary_line
 

@@ -19,6 +19,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
+from ..adapters.runtime import on_reset
+
 TABLE_NAME = "relayprocessedevents"
 # Azurite's well-known development account (public, documented, not a secret).
 DEVELOPMENT_STORAGE = (
@@ -80,3 +82,7 @@ async def first_delivery(event_type: str, event_id: str) -> bool:
 
 def reset_tables() -> None:
     _tables.clear()
+
+
+# Dropped with the rest of the worker's state (the app does not know this component).
+on_reset(reset_tables)

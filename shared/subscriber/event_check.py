@@ -9,7 +9,9 @@ from typing import Any
 
 import jsonschema
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "agent-run-completed.schema.json"
+# Its own copy of docs/agent-run-completed.schema.json, so the subscriber stands alone
+# (tests/subscriber/test_subscriber.py checks that the two are equal).
+SCHEMA_PATH = Path(__file__).resolve().with_name("agent-run-completed.schema.json")
 
 
 @lru_cache(maxsize=1)

@@ -1,1 +1,1 @@
-"""Small Functions apps used only by tests/test_functions_host*.py (some deliberately broken)."""
+"""Small Functions apps used only by tests/devhost/test_functions_host*.py (some deliberately broken)."""

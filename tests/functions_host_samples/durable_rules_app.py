@@ -1,6 +1,6 @@
 """Orchestrations that exercise the Durable rules the emulated host reproduces.
 
-Used only by tests/test_functions_host_rules.py: custom status limit, large payloads,
+Used only by tests/devhost/test_functions_host_rules.py: custom status limit, large payloads,
 overridableExistingInstanceStates, events around continue-as-new, events raised while an
 activity runs, and the SDK's deferred events (an orchestrator that spins).
 """

@@ -1,0 +1,286 @@
+"""Validation of `POST /api/runs` bodies into a Submission (pure; no I/O)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..contract import SubmissionPayload
+from .problems import Problem, bad_request
+from .schedule import PollingBounds, PollingPolicy
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_MESSAGES = 32
+MAX_CONTENT_CHARS = 32 * 1024
+MAX_INSTRUCTIONS_CHARS = 32 * 1024
+# Agents' metadata limits. One key is reserved for the submission id that makes the start
+# activity idempotent, so callers get 15 of the 16.
+RESERVED_METADATA_KEY = "relay_submission_id"
+MAX_METADATA_KEYS = 15
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+MESSAGE_ROLES = ("user", "assistant")
+KNOWN_FIELDS = frozenset(
+    {
+        "agentId",
+        "input",
+        "messages",
+        "threadId",
+        "instructions",
+        "metadata",
+        "deadlineSeconds",
+        "polling",
+    }
+)
+POLLING_FIELDS = frozenset({"initialSeconds", "maxSeconds", "multiplier"})
+
+
+@dataclass(frozen=True)
+class SubmissionLimits:
+    """What validating and authorizing a submission depends on (the app's settings give it)."""
+
+    polling: PollingPolicy
+    polling_bounds: PollingBounds = field(default_factory=PollingBounds)
+    default_deadline_seconds: int = 6 * 3600
+    max_deadline_seconds: int = 7 * 24 * 3600
+    # Agents a submission may name (ids or names); None: every agent.
+    allowed_agents: frozenset[str] | None = None
+    # Whether a submission may name an existing thread (`threadId`).
+    allow_caller_threads: bool = False
+
+
+@dataclass(frozen=True)
+class Submission:
+    agent_id: str
+    messages: list[dict[str, str]]
+    thread_id: str | None = None
+    instructions: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    deadline_seconds: int = 0
+    polling: PollingPolicy | None = None
+    # Who submitted it, opaque ("key:<hash>" or "principal:<id>", shared/http_api.py): the
+    # start activity tags the threads it creates with it and refuses another caller's thread.
+    caller: str | None = None
+
+    def to_dict(self) -> SubmissionPayload:
+        return {
+            "agentId": self.agent_id,
+            "messages": self.messages,
+            "threadId": self.thread_id,
+            "instructions": self.instructions,
+            "metadata": self.metadata,
+            "deadlineSeconds": self.deadline_seconds,
+            "polling": self.polling.to_dict() if self.polling else None,
+            "caller": self.caller,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Submission:
+        polling = data.get("polling")
+        return cls(
+            agent_id=data["agentId"],
+            messages=list(data["messages"]),
+            thread_id=data.get("threadId"),
+            instructions=data.get("instructions"),
+            metadata=dict(data.get("metadata") or {}),
+            deadline_seconds=int(data["deadlineSeconds"]),
+            polling=PollingPolicy.from_dict(polling) if polling else None,
+            caller=data.get("caller"),
+        )
+
+
+def parse_json_body(body: bytes, content_type: str | None) -> Any:
+    """Decode a request body as JSON; 413/415/400 problems for what a client got wrong."""
+    if len(body) > MAX_BODY_BYTES:
+        raise Problem(413, f"request body is larger than {MAX_BODY_BYTES} bytes", code="too-large")
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise Problem(
+            415,
+            "request body must be JSON (Content-Type: application/json)",
+            field="Content-Type",
+            code="unsupported-media-type",
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("body", "request body is not valid UTF-8") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise bad_request("body", "request body is not valid JSON") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _string(
+    value: Any, name: str, max_chars: int, *, pattern: re.Pattern[str] | None = None
+) -> str:
+    if not isinstance(value, str):
+        raise bad_request(name, f"{name} must be a string")
+    if not value.strip():
+        raise bad_request(name, f"{name} must not be empty")
+    if len(value) > max_chars:
+        raise bad_request(name, f"{name} must be at most {max_chars} characters")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise bad_request(name, f"{name} has an invalid format")
+    _require_unicode(value, name)
+    return value
+
+
+def _require_unicode(value: str, name: str) -> None:
+    """Refuse lone surrogates (JSON allows \\ud800 escapes; UTF-8 and the services do not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request(name, f"{name} is not valid Unicode text") from None
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise bad_request(name, f"{name} must be a number")
+    if not low <= value <= high:
+        raise bad_request(name, f"{name} must be between {low:g} and {high:g}")
+    return float(value)
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
+    has_input, has_messages = "input" in body, "messages" in body
+    if has_input == has_messages:
+        raise bad_request("input", "give exactly one of input or messages")
+    if has_input:
+        return [{"role": "user", "content": _string(body["input"], "input", MAX_CONTENT_CHARS)}]
+    raw = body["messages"]
+    if not isinstance(raw, list) or not raw:
+        raise bad_request("messages", "messages must be a non-empty array")
+    if len(raw) > MAX_MESSAGES:
+        raise bad_request("messages", f"messages may hold at most {MAX_MESSAGES} items")
+    messages = []
+    for index, item in enumerate(raw):
+        where = f"messages[{index}]"
+        if not isinstance(item, dict):
+            raise bad_request(where, f"{where} must be an object")
+        extra = set(item) - {"role", "content"}
+        if extra:
+            raise bad_request(f"{where}.{sorted(extra)[0]}", f"{where} has an unknown field")
+        role = item.get("role", "user")
+        if role not in MESSAGE_ROLES:
+            raise bad_request(f"{where}.role", f"{where}.role must be user or assistant")
+        content = _string(item.get("content"), f"{where}.content", MAX_CONTENT_CHARS)
+        messages.append({"role": role, "content": content})
+    if messages[-1]["role"] != "user":
+        raise bad_request("messages", "the last message must come from the user")
+    return messages
+
+
+def _metadata(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise bad_request("metadata", "metadata must be an object of strings")
+    if len(raw) > MAX_METADATA_KEYS:
+        raise bad_request("metadata", f"metadata may hold at most {MAX_METADATA_KEYS} keys")
+    for key, value in raw.items():
+        if not key or len(key) > MAX_METADATA_KEY_CHARS:
+            raise bad_request(
+                "metadata", f"metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"
+            )
+        _require_unicode(key, "metadata")
+        if key.startswith("relay_"):
+            raise bad_request(f"metadata.{key}", "metadata keys starting with relay_ are reserved")
+        if not isinstance(value, str):
+            raise bad_request(f"metadata.{key}", "metadata values must be strings")
+        _require_unicode(value, f"metadata.{key}")
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise bad_request(
+                f"metadata.{key}",
+                f"metadata values must be at most {MAX_METADATA_VALUE_CHARS} characters",
+            )
+    return dict(raw)
+
+
+def _polling(raw: Any, limits: SubmissionLimits) -> PollingPolicy | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise bad_request("polling", "polling must be an object")
+    extra = set(raw) - POLLING_FIELDS
+    if extra:
+        raise bad_request(f"polling.{sorted(extra)[0]}", "unknown polling field")
+    bounds, default = limits.polling_bounds, limits.polling
+    initial = default.initial_seconds
+    if "initialSeconds" in raw:
+        initial = _number(
+            raw["initialSeconds"],
+            "polling.initialSeconds",
+            bounds.min_initial_seconds,
+            bounds.max_initial_seconds,
+        )
+    maximum = max(default.max_seconds, initial)
+    if "maxSeconds" in raw:
+        maximum = _number(raw["maxSeconds"], "polling.maxSeconds", initial, bounds.max_max_seconds)
+    multiplier = default.multiplier
+    if "multiplier" in raw:
+        multiplier = _number(
+            raw["multiplier"], "polling.multiplier", bounds.min_multiplier, bounds.max_multiplier
+        )
+    return PollingPolicy(initial, maximum, multiplier, default.jitter)
+
+
+def validate_submission(body: Any, limits: SubmissionLimits) -> Submission:
+    """Turn a decoded JSON body into a Submission, or raise a 400 Problem naming the field."""
+    if not isinstance(body, dict):
+        raise bad_request("body", "request body must be a JSON object")
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise bad_request(unknown[0], f"unknown field {unknown[0]!r}")
+    agent_id = _string(body.get("agentId"), "agentId", 128, pattern=ID_PATTERN)
+    messages = _messages(body)
+    thread_id = None
+    if body.get("threadId") is not None:
+        thread_id = _string(body["threadId"], "threadId", 128, pattern=ID_PATTERN)
+    instructions = None
+    if body.get("instructions") is not None:
+        instructions = _string(body["instructions"], "instructions", MAX_INSTRUCTIONS_CHARS)
+    deadline = limits.default_deadline_seconds
+    if body.get("deadlineSeconds") is not None:
+        value = _number(body["deadlineSeconds"], "deadlineSeconds", 1, limits.max_deadline_seconds)
+        if value != int(value):
+            raise bad_request("deadlineSeconds", "deadlineSeconds must be a whole number")
+        deadline = int(value)
+    return Submission(
+        agent_id=agent_id,
+        messages=messages,
+        thread_id=thread_id,
+        instructions=instructions,
+        metadata=_metadata(body.get("metadata")),
+        deadline_seconds=deadline,
+        polling=_polling(body.get("polling"), limits) or limits.polling,
+    )
+
+
+def authorize_submission(submission: Submission, limits: SubmissionLimits) -> None:
+    """403 problems for a well-formed submission this relay does not allow (ALLOWED_AGENTS,
+    ALLOW_CALLER_THREADS); checked after every 400 so a malformed request learns that first."""
+    if limits.allowed_agents is not None and submission.agent_id not in limits.allowed_agents:
+        raise Problem(
+            403,
+            "this relay does not run this agent (it is not in ALLOWED_AGENTS)",
+            field="agentId",
+            code="agent-not-allowed",
+        )
+    if submission.thread_id is not None and not limits.allow_caller_threads:
+        raise Problem(
+            403,
+            "this relay does not accept a threadId (ALLOW_CALLER_THREADS is off); "
+            "leave it out and a new thread is created",
+            field="threadId",
+            code="thread-not-allowed",
+        )
