@@ -1,7 +1,9 @@
-"""Run a command from the repository root and keep its output (for tests of whole processes)."""
+"""Run a command from the repository root and keep its output, and find loopback ports (for
+tests of whole processes)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,3 +24,19 @@ def run_captured(
         timeout=timeout,
         check=False,
     )
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on the loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

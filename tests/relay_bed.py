@@ -96,6 +96,7 @@ def relay_bed(
     *,
     event_schema: Literal["eventgrid", "cloudevents"] = "eventgrid",
     settings: Mapping[str, str] | None = None,
+    host_json: Path = ROOT / "host.json",
 ) -> Iterator[RelayBed]:
     clock = VirtualClock()
     with (
@@ -114,7 +115,7 @@ def relay_bed(
         with EmulatedHost(
             "function_app",
             clock=clock,
-            host_json=ROOT / "host.json",
+            host_json=host_json,
             env=env,
             worker_reset_hooks=[reset_worker_state],
         ) as host:

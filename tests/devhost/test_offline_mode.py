@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,23 +25,9 @@ from devhost.functions_host import EmulatedHost
 from devhost.server_thread import ServerThread
 from shared.adapters.clients import close_clients
 from shared.adapters.runtime import reset_worker_state
-from tests.processes import run_captured
+from tests.processes import free_port, port_open, run_captured
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def make(target: str, **variables: str) -> subprocess.CompletedProcess[str]:

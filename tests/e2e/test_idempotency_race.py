@@ -21,14 +21,8 @@ import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
-from devhost.agents_service import AgentsService
-from devhost.clock import VirtualClock
-from devhost.eventgrid_topic import EventGridTopic
-from devhost.functions_host import EmulatedHost
-from shared.adapters.clients import close_clients
-from shared.adapters.runtime import reset_worker_state
 from tests.e2e.test_caller_isolation import post, problem
-from tests.relay_bed import ROOT, TERMINAL_SCRIPTS, TOPIC_KEY, RelayBed
+from tests.relay_bed import ROOT, TERMINAL_SCRIPTS, RelayBed, relay_bed
 
 
 @contextmanager
@@ -40,30 +34,8 @@ def bed_with_host_json(
     host_json["extensions"]["durableTask"].update(durable)
     path = tmp_path / "host.json"
     path.write_text(json.dumps(host_json))
-    clock = VirtualClock()
-    with (
-        AgentsService(clock) as agents,
-        EventGridTopic(clock, key=TOPIC_KEY) as topic,
-    ):
-        env = {
-            "AZURE_AI_PROJECT_ENDPOINT": agents.endpoint,
-            "EVENTGRID_TOPIC_ENDPOINT": topic.endpoint,
-            "EVENTGRID_TOPIC_KEY": TOPIC_KEY,
-            "FAST_PATH_SECONDS": "0",
-            **(settings or {}),
-        }
-        with EmulatedHost(
-            "function_app",
-            clock=clock,
-            host_json=path,
-            env=env,
-            worker_reset_hooks=[reset_worker_state],
-        ) as host:
-            bed = RelayBed(host, agents, topic)
-            try:
-                yield bed
-            finally:
-                host.run_on_worker(close_clients())
+    with relay_bed(settings=settings, host_json=path) as bed:
+        yield bed
 
 
 @contextmanager

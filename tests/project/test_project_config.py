@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.processes import run_captured
+from tests.processes import free_port, port_open, run_captured
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "devhost" / "specs"
@@ -106,20 +105,6 @@ echo never > "$FAKE_MARKER"
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def _processes_mentioning(text: str) -> list[str]:
     # ww: full command lines (ps cuts them to 80 columns when not writing to a terminal).
     listed = run_captured(["ps", "-axww", "-o", "pid=,command="], timeout=30)
@@ -146,11 +131,11 @@ class _MakeStart:
         self.azurite_dir = tmp_path / "azurite"
         self.offline_dir = tmp_path / "offline"
         self.marker = tmp_path / "func-saw-azurite"
-        self.blob_port, queue_port, table_port = _free_port(), _free_port(), _free_port()
+        self.blob_port, queue_port, table_port = free_port(), free_port(), free_port()
         sample = json.loads((ROOT / "local.settings.sample.json").read_text())
         values = sample["Values"]
-        values["AZURE_AI_PROJECT_ENDPOINT"] = f"http://127.0.0.1:{_free_port()}/api/projects/local"
-        values["EVENTGRID_TOPIC_ENDPOINT"] = f"http://127.0.0.1:{_free_port()}/api/events"
+        values["AZURE_AI_PROJECT_ENDPOINT"] = f"http://127.0.0.1:{free_port()}/api/projects/local"
+        values["EVENTGRID_TOPIC_ENDPOINT"] = f"http://127.0.0.1:{free_port()}/api/events"
         settings = tmp_path / "local.settings.json"
         settings.write_text(json.dumps(sample))
         self.args = [
@@ -160,7 +145,7 @@ class _MakeStart:
             f"SETTINGS={settings}",
             f"OFFLINE_DIR={self.offline_dir}",
             f"AZURITE_DIR={self.azurite_dir}",
-            f"FUNCTIONS_PORT={_free_port()}",
+            f"FUNCTIONS_PORT={free_port()}",
             f"AZURITE_ARGS=--blobPort {self.blob_port} --queuePort {queue_port}"
             f" --tablePort {table_port}",
         ]
@@ -212,7 +197,7 @@ def test_make_start_stops_azurite_and_the_offline_services_when_func_exits(
         assert "Offline mode" in output
         assert "offline services stopped" in output
         assert start.leftovers() == [], output
-        assert not _port_open(start.blob_port)
+        assert not port_open(start.blob_port)
         assert not (start.offline_dir / "services.pid").exists()
     finally:
         start.kill_leftovers()
@@ -247,7 +232,7 @@ def test_make_start_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         output = log_path.read_text()
         assert make.returncode != 0, output
         assert start.leftovers() == [], output
-        assert not _port_open(start.blob_port)
+        assert not port_open(start.blob_port)
         assert not _pid_alive(offline_pid)
     finally:
         if make.poll() is None:
