@@ -1,0 +1,38 @@
+"""Serve the loopback Foundry project service on wall-clock time: python -m devhost.foundry_service"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import threading
+
+from devhost.clock import WallClock
+
+from . import FoundryService
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8093)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--project", default="local")
+    parser.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="create a prompt agent version with this name at start (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    with FoundryService(
+        WallClock(), seed=args.seed, port=args.port, project=args.project
+    ) as service:
+        for name in args.agent:
+            service.create_agent_version(name)
+        print(f"Foundry project endpoint: {service.endpoint}  (Ctrl-C to stop)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Value types of the loopback Foundry project service: scripts, fault rules, recorded requests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from devhost.agents_service._models import Clock
+
+JSON = dict[str, Any]
+
+# The Responses API's six statuses (spec `Response.status`); the last four are terminal.
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete"})
+ACTIVE_STATUSES = frozenset({"queued", "in_progress"})
+INCOMPLETE_REASONS = frozenset({"max_output_tokens", "content_filter"})
+
+FAULT_KINDS = frozenset(
+    {
+        "429",  # no retry header
+        "429_retry_after",  # Retry-After: <seconds> (FaultRule.retry_after, default 1)
+        "429_retry_after_ms",  # retry-after-ms: <milliseconds> (from FaultRule.retry_after)
+        "500",
+        "503",
+        "timeout",  # the answer is held for delay_seconds (the request is applied after)
+        "malformed_json",  # a 200 whose JSON is cut short (writes are not applied)
+        "401",
+        "403",
+        "404",
+        "500_after_apply",  # applied, then a 500 (a retried create makes a second response)
+    }
+)
+
+
+def _check_seconds(name: str, value: float) -> None:
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ResponseScript:
+    """Decides the life of one response in virtual time.
+
+    `queued` for `queued_seconds`, `in_progress` for `duration_seconds`, then `final_status`:
+    - `completed`: a message with `output_text` (default: an echo of the last input text), or,
+      with `function_calls` (a list of `{name, arguments?, call_id?}`), only `function_call`
+      output items and no answer (the caller answers with a new response whose input holds
+      `function_call_output` items and `previous_response_id`);
+    - `failed` with `error` (`{code, message}`, default `server_error`);
+    - `incomplete` with `incomplete_reason` (and the text so far);
+    - `cancelled` (as if cancelled on the service side).
+    `usage` (`input_tokens`, `output_tokens`) goes on the terminal response.
+    A cancel request turns a queued or in-progress background response `cancelled` after
+    `cancel_delay_seconds`; with `completed_after_cancel_seconds` it later reads `completed`
+    (reported for Azure OpenAI background responses). A stream of the response is cut
+    (connection closed) right after the event numbered `stream_drop_after`, on the first
+    stream only; resume with `GET /responses/{id}?stream=true&starting_after=N`.
+    """
+
+    queued_seconds: float = 0.5
+    duration_seconds: float = 3.0
+    final_status: str = "completed"
+    error: Mapping[str, str] | None = None
+    incomplete_reason: str = "max_output_tokens"
+    function_calls: Sequence[Mapping[str, Any]] | None = None
+    output_text: str | None = None
+    usage: Mapping[str, int] | None = None
+    stream_drop_after: int | None = None
+    cancel_delay_seconds: float = 0.0
+    completed_after_cancel_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.final_status not in TERMINAL_STATUSES:
+            raise ValueError(f"final_status must be one of {sorted(TERMINAL_STATUSES)}")
+        if self.incomplete_reason not in INCOMPLETE_REASONS:
+            raise ValueError(f"incomplete_reason must be one of {sorted(INCOMPLETE_REASONS)}")
+        for name in ("queued_seconds", "duration_seconds", "cancel_delay_seconds"):
+            _check_seconds(name, getattr(self, name))
+        if self.completed_after_cancel_seconds is not None:
+            _check_seconds("completed_after_cancel_seconds", self.completed_after_cancel_seconds)
+        for call in self.function_calls or ():
+            if not isinstance(call.get("name"), str):
+                raise ValueError("each function call needs a string 'name'")
+        if self.error is not None and not {"code", "message"} <= set(self.error):
+            raise ValueError("error needs 'code' and 'message'")
+
+
+@dataclass(kw_only=True)
+class FaultRule:
+    """Make matching requests fail in a given way (`kind`, see FAULT_KINDS).
+
+    `operation` is an operation name such as "responses.retrieve" or "*"; `rate` is the chance
+    per matching request (seeded); `count` caps how often the rule fires. Apart from "timeout"
+    and "500_after_apply", a faulted request is not applied.
+    """
+
+    operation: str = "*"
+    kind: str
+    rate: float = 1.0
+    count: int | None = None
+    retry_after: float | None = None
+    delay_seconds: float = 5.0
+    fired: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {sorted(FAULT_KINDS)}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError("rate must be within [0, 1]")
+        _check_seconds("delay_seconds", self.delay_seconds)
+        if self.retry_after is not None:
+            _check_seconds("retry_after", self.retry_after)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count is not None and self.fired >= self.count
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the service saw it. The bearer token itself is never kept."""
+
+    method: str
+    path: str  # relative to the project endpoint, e.g. "/openai/v1/responses/resp_x"
+    query: dict[str, str]
+    operation: str  # e.g. "responses.create"; "unknown" when no route matched
+    body: Any  # parsed JSON, or None when absent or not JSON
+    time: datetime  # virtual time of arrival
+    status: int | None = None  # None while a "timeout" fault still holds the response
+    fault: str | None = None
+    bearer: bool = False  # whether a non-empty bearer token was presented
+    user_agent: str | None = None
+    retry_count: str | None = None  # the openai SDK's x-stainless-retry-count
+    response: Any = None  # parsed JSON body sent back (None for streams and malformed bodies)
+    events: list[JSON] = field(default_factory=list)  # SSE events sent, for streams
+
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FAULT_KINDS",
+    "JSON",
+    "TERMINAL_STATUSES",
+    "Clock",
+    "FaultRule",
+    "RecordedRequest",
+    "ResponseScript",
+]
