@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import threading
+
+from devhost.loopback_api import serve_until_interrupted
 
 from . import AgentsService, WallClock
 
@@ -15,9 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with AgentsService(WallClock(), seed=args.seed, port=args.port) as service:
-        print(f"Agents endpoint: {service.endpoint}  (Ctrl-C to stop)", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        serve_until_interrupted(f"Agents endpoint: {service.endpoint}  (Ctrl-C to stop)")
 
 
 if __name__ == "__main__":

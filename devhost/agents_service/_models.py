@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+from devhost.loopback_api import FaultRuleBase, check_seconds
 
 JSON = dict[str, Any]
 
@@ -42,11 +43,6 @@ class Clock(Protocol):
     def timestamp(self) -> float: ...
 
 
-def _check_seconds(name: str, value: float) -> None:
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-
-
 @dataclass(frozen=True)
 class RunScript:
     """Decides the life of one run in virtual time.
@@ -80,14 +76,13 @@ class RunScript:
             "tool_outputs_expire_seconds",
             "cancel_delay_seconds",
         ):
-            _check_seconds(name, getattr(self, name))
+            check_seconds(name, getattr(self, name))
         for call in self.requires_action or ():
             if not isinstance(call.get("name"), str):
                 raise ValueError("each requires_action tool call needs a string 'name'")
 
 
-@dataclass(kw_only=True)
-class FaultRule:
+class FaultRule(FaultRuleBase):
     """Make matching requests fail in a given way (`kind`, see FAULT_KINDS).
 
     `operation` is an operation name such as "runs.get" or "*"; `rate` is the chance per
@@ -95,26 +90,7 @@ class FaultRule:
     rule fires. Apart from "timeout" and "500_after_apply", a faulted request is not applied.
     """
 
-    operation: str = "*"
-    kind: str
-    rate: float = 1.0
-    count: int | None = None
-    retry_after: float | None = None
-    delay_seconds: float = 5.0
-    fired: int = field(default=0, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; known: {sorted(FAULT_KINDS)}")
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError("rate must be within [0, 1]")
-        _check_seconds("delay_seconds", self.delay_seconds)
-        if self.retry_after is not None:
-            _check_seconds("retry_after", self.retry_after)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.count is not None and self.fired >= self.count
+    kinds = FAULT_KINDS
 
 
 @dataclass

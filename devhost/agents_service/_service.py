@@ -9,23 +9,36 @@ import json
 import os
 import pickle
 import random
-import re
 import ssl
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from devhost.lifecycle import StartStop
-from devhost.server_thread import ConnectionStats, ServerThread
+from devhost.loopback_api import (
+    SHARED_FAULT_ERRORS,
+    Call,
+    LoopbackServer,
+    Pending,
+    Reply,
+    answer_with_fault,
+    bearer_token,
+    compile_routes,
+    draw_fault,
+    finish_record,
+    json_reply,
+    match_route,
+    parse_json_body,
+    truncated_json,
+)
+from devhost.server_thread import ConnectionStats
 
 from ._models import FINAL_STATUSES, JSON, Clock, FaultRule, RecordedRequest, RunScript
-from ._store import ApiError, Call, Store, bad_request
+from ._store import ApiError, Store, bad_request
 
 PROJECT_PATH = "/api/projects/local"
 API_VERSION = "v1"
@@ -57,23 +70,20 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", f"/threads/{_T}/runs/{_R}/steps", "run_steps.list"),
     ("GET", f"/threads/{_T}/runs/{_R}/steps/" + _ID.format("step_id"), "run_steps.get"),
 ]
-_COMPILED = [(m, re.compile(f"^{p}$"), op) for m, p, op in _ROUTES]
+_COMPILED = compile_routes(_ROUTES)
 OPERATIONS: tuple[str, ...] = tuple(op for _, _, op in _ROUTES)
+
+
+def _not_a_thread(operation: str, params: dict[str, str]) -> bool:
+    """Skip a thread called "runs": "/threads/runs" is create_thread_and_run."""
+    return params.get("thread_id") == "runs" and operation != "threads.create_and_run"
 
 
 def route(method: str, path: str) -> tuple[str, dict[str, str]] | None:
     """(operation, path params) for a request, or None. Raises a 405 ApiError on a wrong verb."""
-    path_matched = False
-    for verb, pattern, operation in _COMPILED:
-        match = pattern.match(path)
-        if match is None:
-            continue
-        # "/threads/runs" is create_thread_and_run, never a thread called "runs".
-        if match.groupdict().get("thread_id") == "runs" and operation != "threads.create_and_run":
-            continue
-        path_matched = True
-        if verb == method:
-            return operation, match.groupdict()
+    routed, path_matched = match_route(_COMPILED, method, path, _not_a_thread)
+    if routed is not None:
+        return routed
     if path_matched:
         raise ApiError(405, "method_not_allowed", f"Method {method} is not allowed on {path}.")
     return None
@@ -93,52 +103,29 @@ _FAULT_ERRORS: dict[str, ApiError] = {
         500, "server_error", "The server had an error while processing your request."
     ),
     "503": ApiError(503, "service_unavailable", "The service is temporarily unavailable."),
-    "404": ApiError(404, "not_found", "The requested resource was not found."),
-    "401": ApiError(
-        401,
-        "unauthorized",
-        "Access token is missing, invalid, audience is incorrect, or have expired.",
-    ),
-    # What a Foundry project answers while the caller's role assignment has not propagated.
-    "403": ApiError(
-        403,
-        "PermissionDenied",
-        "The principal lacks the required data action "
-        "Microsoft.CognitiveServices/accounts/AIServices/agents/write to perform this operation.",
-    ),
+    **{kind: ApiError(*error) for kind, error in SHARED_FAULT_ERRORS.items()},
 }
 
 
 @dataclass
-class _Reply:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    parsed: Any = None  # what `body` decodes to, kept for the recording
+class _Reply(Reply):
     # Set when the request asked for `stream: true`: answer with the run's event stream.
     stream_run_id: str | None = None
     stream_fault: str | None = None
 
 
 def _json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
-    return _Reply(status, json.dumps(payload).encode(), dict(headers or {}), payload)
+    return json_reply(_Reply, status, payload, headers)
 
 
 def _error_reply(error: ApiError, headers: dict[str, str] | None = None) -> _Reply:
     return _json_reply(error.status, error.body(), headers)
 
 
-@dataclass
-class _Pending:
-    """A request that passed auth and routing, waiting to be applied."""
-
-    record: RecordedRequest
-    operation: str
-    params: dict[str, str]
-    fault: FaultRule | None
+_Pending = Pending[RecordedRequest, FaultRule]
 
 
-class AgentsService(StartStop):
+class AgentsService(LoopbackServer):
     """Azure AI Agents v1 REST protocol on loopback, driven by a (virtual) clock.
 
     Plain http unless `ssl_context` is given (then `endpoint` is https). Any non-empty bearer
@@ -168,13 +155,7 @@ class AgentsService(StartStop):
         self._fault_rng = random.Random(f"faults:{seed}")
         self._store = Store(random.Random(f"ids:{seed}"), self._choose_script)
         self._lock = threading.RLock()
-        self._port = port
-        self._ssl_context = ssl_context
-        self._accept_token = accept_token
-        self._server: ServerThread | None = None
-        # Requests held by "timeout" faults, released early when the service stops.
-        self._release: asyncio.Event | None = None
-        self._in_flight = 0
+        self._init_server(port, ssl_context, accept_token)
         self._handlers: dict[str, Handler] = {
             op: getattr(self._store, op.replace(".", "_")) for op in OPERATIONS
         }
@@ -222,47 +203,14 @@ class AgentsService(StartStop):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> AgentsService:
-        if self._server is None:
-            self._server = ServerThread(
-                self._app, port=self._port, ssl_context=self._ssl_context
-            ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.run(self._drain())
-            self._server.stop()
-            self._server = None
-            self._release = None  # bound to the stopped loop
-
-    async def _drain(self) -> None:
-        """Let held requests finish so that shutdown leaves no handler task behind."""
-        if self._release is not None:
-            self._release.set()
-        for _ in range(100):
-            if self._in_flight == 0:
-                return
-            await asyncio.sleep(0.01)
-
-    async def _hold(self, seconds: float) -> None:
-        if self._release is None:
-            self._release = asyncio.Event()  # created on the server's loop
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._release.wait(), seconds)
-
     @property
     def endpoint(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the service is not started")
-        return self._server.base_url + PROJECT_PATH
+        return self._started().base_url + PROJECT_PATH
 
     @property
     def connection_stats(self) -> ConnectionStats:
         """Connections (and TLS handshakes) that carried requests so far."""
-        if self._server is None:
-            raise RuntimeError("the service is not started")
-        return self._server.stats.snapshot()
+        return self._started().stats.snapshot()
 
     # ------------------------------------------------------------------ test helpers
 
@@ -310,11 +258,6 @@ class AgentsService(StartStop):
 
     # ------------------------------------------------------------------ HTTP
 
-    def _app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self._in_flight += 1
         try:
@@ -329,13 +272,12 @@ class AgentsService(StartStop):
             headers["x-ms-client-request-id"] = request_id
         return web.Response(status=reply.status, body=reply.body, headers=headers)
 
-    # Run events as the service streams them; the SDK splits blocks on exactly "\n\n".
-    STREAM_TICK_SECONDS = 0.02
-
     async def _stream_run(
         self, request: web.Request, run_id: str, fault: str | None
     ) -> web.StreamResponse:
         """Stream a new run's events until it ends (or waits for tool outputs).
+
+        Events go out every STREAM_TICK_SECONDS; the SDK splits blocks on exactly one blank line.
 
         While the stream is open the clock follows the wall: a virtual clock is moved forward
         by the wall time elapsed, so runs progress as they would for a streaming client.
@@ -364,9 +306,7 @@ class AgentsService(StartStop):
         while True:
             if request.transport is None or request.transport.is_closing():
                 return
-            advance_to = getattr(self.clock, "advance_to", None)
-            if advance_to is not None:
-                advance_to(virtual_start + timedelta(seconds=loop.time() - wall_start))
+            self.follow_wall(wall_start, virtual_start, loop.time())
             with self._lock:
                 self._store.advance_all(self.clock.now())
                 run = self._store.runs[run_id]
@@ -408,9 +348,7 @@ class AgentsService(StartStop):
         if pending is None:
             assert reply is not None
             return reply
-        if pending.fault is not None and pending.fault.kind == "timeout":
-            # Hold the answer past the client's timeout; the request is still applied after.
-            await self._hold(pending.fault.delay_seconds)
+        await self._hold_if_timeout(pending.fault)
         reply = self._complete(pending)
         body = pending.record.body
         streaming = isinstance(body, dict) and body.get("stream") is True
@@ -423,13 +361,9 @@ class AgentsService(StartStop):
         """Record the request and check auth, api-version and route; pick a fault."""
         path = request.path
         rel = path[len(PROJECT_PATH) :] if path.startswith(PROJECT_PATH + "/") else None
-        try:
-            body: Any = json.loads(raw) if raw else None
-            body_ok = True
-        except ValueError:
-            body, body_ok = None, False
-        auth = request.headers.get("Authorization", "")
-        bearer = auth[:7].lower() == "bearer " and bool(auth[7:].strip())
+        body, body_ok = parse_json_body(raw)
+        token = bearer_token(request.headers)
+        bearer = token is not None
         with self._lock:
             record = RecordedRequest(
                 method=request.method,
@@ -448,16 +382,9 @@ class AgentsService(StartStop):
                 routed = route(request.method, rel)
                 if routed is not None:
                     record.operation = routed[0]
-                if not bearer:
-                    raise ApiError(
-                        401, "unauthorized", "Access denied: a bearer token is required."
-                    )
-                if self._accept_token is not None and not self._accept_token(auth[7:].strip()):
-                    raise ApiError(
-                        401,
-                        "unauthorized",
-                        "Access token is missing, invalid, audience is incorrect, or have expired.",
-                    )
+                refusal = self._auth_refusal(token)
+                if refusal is not None:
+                    raise ApiError(401, "unauthorized", refusal)
                 if request.query.get("api-version") != API_VERSION:
                     raise bad_request(
                         "Missing or unsupported 'api-version' query parameter; use 'v1'.",
@@ -469,45 +396,27 @@ class AgentsService(StartStop):
                     raise bad_request("The request body is not valid JSON.")
             except ApiError as error:
                 reply = _error_reply(error)
-                self._finish_record(record, reply)
+                finish_record(record, reply)
                 return None, reply
             fault = self._pick_fault(routed[0])
             record.fault = fault.kind if fault is not None else None
             return _Pending(record, routed[0], routed[1], fault), None
 
     def _pick_fault(self, operation: str) -> FaultRule | None:
-        for rule in self.faults:
-            if rule.operation not in ("*", operation) or rule.exhausted:
-                continue
-            # Draw only for partial rates so that rate=1 rules do not shift the sequence.
-            if rule.rate < 1.0 and self._fault_rng.random() >= rule.rate:
-                continue
-            rule.fired += 1
-            self.fault_counts[rule.kind] = self.fault_counts.get(rule.kind, 0) + 1
-            return rule
-        return None
+        return draw_fault(self.faults, operation, self._fault_rng, self.fault_counts)
 
     def _complete(self, pending: _Pending) -> _Reply:
         """Apply the request (unless a fault says otherwise) and build the answer."""
-        fault = pending.fault
-        kind = fault.kind if fault is not None else None
-        record = pending.record
         with self._lock:
-            if kind in _FAULT_ERRORS and kind != "500_after_apply":
-                assert fault is not None
-                headers = {}
-                if kind == "429_retry_after":
-                    delay = 1.0 if fault.retry_after is None else fault.retry_after
-                    headers["Retry-After"] = f"{delay:g}"
-                reply = _error_reply(_FAULT_ERRORS[kind], headers)
-            elif kind == "malformed_json":
-                reply = self._malformed(pending)
-            else:
-                reply = self._apply(pending)
-                if kind == "500_after_apply":
-                    reply = _error_reply(_FAULT_ERRORS[kind])
-                self._save_state()
-            self._finish_record(record, reply)
+            reply = answer_with_fault(
+                pending.fault,
+                _FAULT_ERRORS,
+                _error_reply,
+                malformed=lambda: self._malformed(pending),
+                apply=lambda: self._apply(pending),
+                after_apply=self._save_state,
+            )
+            finish_record(pending.record, reply)
             return reply
 
     def _apply(self, pending: _Pending) -> _Reply:
@@ -526,12 +435,4 @@ class AgentsService(StartStop):
 
     def _malformed(self, pending: _Pending) -> _Reply:
         """A 200 whose JSON is cut short. Reads show a truncated real body; writes are dropped."""
-        if pending.record.method == "GET":
-            full = self._apply(pending).body
-            return _Reply(200, full[: max(1, len(full) // 2)])
-        return _Reply(200, b'{"id": "')
-
-    @staticmethod
-    def _finish_record(record: RecordedRequest, reply: _Reply) -> None:
-        record.status = reply.status
-        record.response = reply.parsed
+        return _Reply(200, truncated_json(pending.record.method, lambda: self._apply(pending).body))

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from devhost.loopback_api import Call
+
 from ._models import (
     ACTIVE_STATUSES,
     CANCELLABLE_STATUSES,
@@ -211,16 +213,6 @@ def paginate(items: Iterable[JSON], query: Mapping[str, str]) -> JSON:
         "last_id": page[-1]["id"] if page and has_more else None,
         "has_more": has_more,
     }
-
-
-@dataclass(frozen=True)
-class Call:
-    """One routed request: path parameters, query, parsed JSON body and the current time."""
-
-    params: dict[str, str]
-    query: dict[str, str]
-    body: Any
-    now: datetime
 
 
 # ---------------------------------------------------------------------------- records

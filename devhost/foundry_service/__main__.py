@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import threading
 
 from devhost.clock import WallClock
+from devhost.loopback_api import serve_until_interrupted
 
 from . import FoundryService
 
@@ -29,9 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     ) as service:
         for name in args.agent:
             service.create_agent_version(name)
-        print(f"Foundry project endpoint: {service.endpoint}  (Ctrl-C to stop)", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        serve_until_interrupted(f"Foundry project endpoint: {service.endpoint}  (Ctrl-C to stop)")
 
 
 if __name__ == "__main__":

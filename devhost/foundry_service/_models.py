@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from devhost.agents_service._models import Clock
+from devhost.loopback_api import FaultRuleBase, check_seconds
 
 JSON = dict[str, Any]
 
@@ -32,11 +32,6 @@ FAULT_KINDS = frozenset(
         "500_after_apply",  # applied, then a 500 (a retried create makes a second response)
     }
 )
-
-
-def _check_seconds(name: str, value: float) -> None:
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -77,9 +72,9 @@ class ResponseScript:
         if self.incomplete_reason not in INCOMPLETE_REASONS:
             raise ValueError(f"incomplete_reason must be one of {sorted(INCOMPLETE_REASONS)}")
         for name in ("queued_seconds", "duration_seconds", "cancel_delay_seconds"):
-            _check_seconds(name, getattr(self, name))
+            check_seconds(name, getattr(self, name))
         if self.completed_after_cancel_seconds is not None:
-            _check_seconds("completed_after_cancel_seconds", self.completed_after_cancel_seconds)
+            check_seconds("completed_after_cancel_seconds", self.completed_after_cancel_seconds)
         for call in self.function_calls or ():
             if not isinstance(call.get("name"), str):
                 raise ValueError("each function call needs a string 'name'")
@@ -87,8 +82,7 @@ class ResponseScript:
             raise ValueError("error needs 'code' and 'message'")
 
 
-@dataclass(kw_only=True)
-class FaultRule:
+class FaultRule(FaultRuleBase):
     """Make matching requests fail in a given way (`kind`, see FAULT_KINDS).
 
     `operation` is an operation name such as "responses.retrieve" or "*"; `rate` is the chance
@@ -96,26 +90,7 @@ class FaultRule:
     and "500_after_apply", a faulted request is not applied.
     """
 
-    operation: str = "*"
-    kind: str
-    rate: float = 1.0
-    count: int | None = None
-    retry_after: float | None = None
-    delay_seconds: float = 5.0
-    fired: int = field(default=0, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; known: {sorted(FAULT_KINDS)}")
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError("rate must be within [0, 1]")
-        _check_seconds("delay_seconds", self.delay_seconds)
-        if self.retry_after is not None:
-            _check_seconds("retry_after", self.retry_after)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.count is not None and self.fired >= self.count
+    kinds = FAULT_KINDS
 
 
 @dataclass

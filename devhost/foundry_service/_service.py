@@ -16,17 +16,30 @@ import re
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
-from devhost.lifecycle import StartStop
-from devhost.server_thread import ServerThread
+from devhost.loopback_api import (
+    SHARED_FAULT_ERRORS,
+    Call,
+    LoopbackServer,
+    Pending,
+    Reply,
+    answer_with_fault,
+    bearer_token,
+    compile_routes,
+    draw_fault,
+    finish_record,
+    json_reply,
+    match_route,
+    parse_json_body,
+    truncated_json,
+)
 
 from ._models import JSON, TERMINAL_STATUSES, Clock, FaultRule, RecordedRequest, ResponseScript
-from ._store import ApiError, Call, ResponseRecord, Store, bad_request
+from ._store import ApiError, ResponseRecord, Store, bad_request
 
 DEFAULT_PROJECT = "local"
 # api-versions of the agents operations: 2.x sends v1; the 2.0.0b1 beta sent the preview one.
@@ -52,20 +65,15 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", _AGENT + "/versions/" + _ID.format("version"), "agents.get_version"),
 ]
 _AGENT_ENDPOINT = re.compile(r"^/agents/(?P<agent>[^/]+)/endpoint/protocols/openai(?P<rest>/.*)$")
-_COMPILED = [(m, re.compile(f"^{p}$"), op) for m, p, op in _ROUTES]
+_COMPILED = compile_routes(_ROUTES)
 OPERATIONS: tuple[str, ...] = tuple(op for _, _, op in _ROUTES)
 
 
 def route(method: str, path: str) -> tuple[str, dict[str, str]] | None:
     """(operation, path params) for a request, or None. Raises a 405 ApiError on a wrong verb."""
-    path_matched = False
-    for verb, pattern, operation in _COMPILED:
-        match = pattern.match(path)
-        if match is None:
-            continue
-        path_matched = True
-        if verb == method:
-            return operation, match.groupdict()
+    routed, path_matched = match_route(_COMPILED, method, path)
+    if routed is not None:
+        return routed
     if path_matched:
         raise ApiError(405, "method_not_allowed", f"Method {method} is not allowed on {path}.")
     return None
@@ -89,30 +97,14 @@ _FAULT_ERRORS: dict[str, ApiError] = {
         None,
         "server_error",
     ),
-    "404": ApiError(404, "not_found", "The requested resource was not found."),
-    "401": ApiError(
-        401,
-        "unauthorized",
-        "Access token is missing, invalid, audience is incorrect, or have expired.",
-    ),
-    # What a Foundry project answers while the caller's role assignment has not propagated.
-    "403": ApiError(
-        403,
-        "PermissionDenied",
-        "The principal lacks the required data action "
-        "Microsoft.CognitiveServices/accounts/AIServices/agents/write to perform this operation.",
-    ),
+    **{kind: ApiError(*error) for kind, error in SHARED_FAULT_ERRORS.items()},
 }
 _FAULT_ERRORS["429_retry_after"] = _FAULT_ERRORS["429_retry_after_ms"] = _FAULT_ERRORS["429"]
 _FAULT_ERRORS["500_after_apply"] = _FAULT_ERRORS["500"]
 
 
 @dataclass
-class _Reply:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    parsed: Any = None
+class _Reply(Reply):
     # Answer with the response's event stream: (response id, starting_after).
     stream: tuple[str, int] | None = None
     # A synchronous (background=false, stream=false) create: answer once it has ended.
@@ -120,7 +112,7 @@ class _Reply:
 
 
 def _json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
-    return _Reply(status, json.dumps(payload).encode(), dict(headers or {}), payload)
+    return json_reply(_Reply, status, payload, headers)
 
 
 def _error_reply(error: ApiError, headers: dict[str, str] | None = None) -> _Reply:
@@ -128,16 +120,12 @@ def _error_reply(error: ApiError, headers: dict[str, str] | None = None) -> _Rep
 
 
 @dataclass
-class _Pending:
-    record: RecordedRequest
-    operation: str
-    params: dict[str, str]
-    fault: FaultRule | None
+class _Pending(Pending[RecordedRequest, FaultRule]):
     # `get_openai_client(agent_name=X)`: the agent named by the path, not by the body.
     agent: str | None = None
 
 
-class FoundryService(StartStop):
+class FoundryService(LoopbackServer):
     """The Foundry project endpoint (Responses, Conversations, agents) on loopback.
 
     `endpoint` is `http://127.0.0.1:PORT/api/projects/<project>` (https with `ssl_context`).
@@ -146,7 +134,7 @@ class FoundryService(StartStop):
 
     # While a stream or a synchronous create is open the clock follows the wall (a virtual
     # clock is moved forward by the wall time elapsed), as in the classic service.
-    STREAM_TICK_SECONDS = 0.02
+    CLIENT_MAX_SIZE = 64 * 1024 * 1024
 
     def __init__(
         self,
@@ -170,45 +158,12 @@ class FoundryService(StartStop):
         self._fault_rng = random.Random(f"faults:{seed}")
         self._store = Store(random.Random(f"ids:{seed}"), self._choose_script)
         self._lock = threading.RLock()
-        self._port = port
-        self._ssl_context = ssl_context
-        self._accept_token = accept_token
-        self._server: ServerThread | None = None
-        self._release: asyncio.Event | None = None
-        self._in_flight = 0
+        self._init_server(port, ssl_context, accept_token)
         self._handlers: dict[str, Callable[[Call], Any]] = {
             op: getattr(self._store, op.replace(".", "_")) for op in OPERATIONS
         }
 
     # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> FoundryService:
-        if self._server is None:
-            self._server = ServerThread(
-                self._app, port=self._port, ssl_context=self._ssl_context
-            ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.run(self._drain())
-            self._server.stop()
-            self._server = None
-            self._release = None
-
-    async def _drain(self) -> None:
-        if self._release is not None:
-            self._release.set()
-        for _ in range(100):
-            if self._in_flight == 0:
-                return
-            await asyncio.sleep(0.01)
-
-    async def _hold(self, seconds: float) -> None:
-        if self._release is None:
-            self._release = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._release.wait(), seconds)
 
     @property
     def project_path(self) -> str:
@@ -217,9 +172,7 @@ class FoundryService(StartStop):
     @property
     def endpoint(self) -> str:
         """The project endpoint, as `AIProjectClient(endpoint=...)` takes it."""
-        if self._server is None:
-            raise RuntimeError("the service is not started")
-        return self._server.base_url + self.project_path
+        return self._started().base_url + self.project_path
 
     @property
     def openai_base_url(self) -> str:
@@ -282,11 +235,6 @@ class FoundryService(StartStop):
 
     # ------------------------------------------------------------------ HTTP
 
-    def _app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self._in_flight += 1
         try:
@@ -304,17 +252,12 @@ class FoundryService(StartStop):
         }
         return web.Response(status=reply.status, body=reply.body, headers=headers)
 
-    def _follow_wall(self, wall_start: float, virtual_start: Any, loop_time: float) -> None:
-        advance_to = getattr(self.clock, "advance_to", None)
-        if advance_to is not None:
-            advance_to(virtual_start + timedelta(seconds=loop_time - wall_start))
-
     async def _wait_sync(self, request: web.Request, record: RecordedRequest, rid: str) -> _Reply:
         """A foreground create answers when the response has ended (spec: background=false)."""
         loop = asyncio.get_running_loop()
         wall_start, virtual_start = loop.time(), self.clock.now()
         while True:
-            self._follow_wall(wall_start, virtual_start, loop.time())
+            self.follow_wall(wall_start, virtual_start, loop.time())
             with self._lock:
                 now = self.clock.now()
                 self._store.advance_all(now)
@@ -356,7 +299,7 @@ class FoundryService(StartStop):
         while True:
             if request.transport is None or request.transport.is_closing():
                 return
-            self._follow_wall(wall_start, virtual_start, loop.time())
+            self.follow_wall(wall_start, virtual_start, loop.time())
             with self._lock:
                 now = self.clock.now()
                 self._store.advance_all(now)
@@ -397,8 +340,7 @@ class FoundryService(StartStop):
         if pending is None:
             assert reply is not None
             return reply, None
-        if pending.fault is not None and pending.fault.kind == "timeout":
-            await self._hold(pending.fault.delay_seconds)
+        await self._hold_if_timeout(pending.fault)
         return self._complete(pending), pending
 
     def _admit(self, request: web.Request, raw: bytes) -> tuple[_Pending | None, _Reply | None]:
@@ -416,13 +358,9 @@ class FoundryService(StartStop):
         beta = rel is not None and rel.startswith("/openai/") and not rel.startswith("/openai/v1/")
         if beta and rel is not None and "api-version" in query:
             rel = "/openai/v1/" + rel[len("/openai/") :]
-        try:
-            body: Any = json.loads(raw) if raw else None
-            body_ok = True
-        except ValueError:
-            body, body_ok = None, False
-        auth = request.headers.get("Authorization", "")
-        bearer = auth[:7].lower() == "bearer " and bool(auth[7:].strip())
+        body, body_ok = parse_json_body(raw)
+        token = bearer_token(request.headers)
+        bearer = token is not None
         with self._lock:
             record = RecordedRequest(
                 method=request.method,
@@ -442,16 +380,9 @@ class FoundryService(StartStop):
                 routed = route(request.method, rel)
                 if routed is not None:
                     record.operation = routed[0]
-                if not bearer:
-                    raise ApiError(
-                        401, "unauthorized", "Access denied: a bearer token is required."
-                    )
-                if self._accept_token is not None and not self._accept_token(auth[7:].strip()):
-                    raise ApiError(
-                        401,
-                        "unauthorized",
-                        "Access token is missing, invalid, audience is incorrect, or have expired.",
-                    )
+                refusal = self._auth_refusal(token)
+                if refusal is not None:
+                    raise ApiError(401, "unauthorized", refusal)
                 if routed is None:
                     raise ApiError(404, "not_found", f"Resource not found: {rel}.")
                 if routed[0].startswith("agents.") and query.get("api-version") not in (
@@ -465,43 +396,25 @@ class FoundryService(StartStop):
                     raise bad_request("We could not parse the JSON body of your request.")
             except ApiError as error:
                 reply = _error_reply(error)
-                self._finish_record(record, reply)
+                finish_record(record, reply)
                 return None, reply
             fault = self._pick_fault(routed[0])
             record.fault = fault.kind if fault is not None else None
             return _Pending(record, routed[0], routed[1], fault, agent), None
 
     def _pick_fault(self, operation: str) -> FaultRule | None:
-        for rule in self.faults:
-            if rule.operation not in ("*", operation) or rule.exhausted:
-                continue
-            if rule.rate < 1.0 and self._fault_rng.random() >= rule.rate:
-                continue
-            rule.fired += 1
-            self.fault_counts[rule.kind] = self.fault_counts.get(rule.kind, 0) + 1
-            return rule
-        return None
+        return draw_fault(self.faults, operation, self._fault_rng, self.fault_counts)
 
     def _complete(self, pending: _Pending) -> _Reply:
-        fault = pending.fault
-        kind = fault.kind if fault is not None else None
         with self._lock:
-            if kind in _FAULT_ERRORS and kind != "500_after_apply":
-                assert fault is not None
-                headers: dict[str, str] = {}
-                delay = 1.0 if fault.retry_after is None else fault.retry_after
-                if kind == "429_retry_after":
-                    headers["Retry-After"] = f"{delay:g}"
-                elif kind == "429_retry_after_ms":
-                    headers["retry-after-ms"] = str(round(delay * 1000))
-                reply = _error_reply(_FAULT_ERRORS[kind], headers)
-            elif kind == "malformed_json":
-                reply = self._malformed(pending)
-            else:
-                reply = self._apply(pending)
-                if kind == "500_after_apply":
-                    reply = _error_reply(_FAULT_ERRORS[kind])
-            self._finish_record(pending.record, reply)
+            reply = answer_with_fault(
+                pending.fault,
+                _FAULT_ERRORS,
+                _error_reply,
+                malformed=lambda: self._malformed(pending),
+                apply=lambda: self._apply(pending),
+            )
+            finish_record(pending.record, reply)
             return reply
 
     def _apply(self, pending: _Pending) -> _Reply:
@@ -515,7 +428,7 @@ class FoundryService(StartStop):
                     # The SDK sends no agent_reference there; what Foundry does with one is
                     # not known, so one in the body is kept.
                     reference = {"type": "agent_reference", "name": pending.agent}
-                    call.body = {"agent_reference": reference, **body}
+                    call = replace(call, body={"agent_reference": reference, **body})
                 return self._create(call)
             if pending.operation == "responses.retrieve" and call.query.get("stream") == "true":
                 stored = self._store.response(call.params["response_id"])
@@ -541,12 +454,4 @@ class FoundryService(StartStop):
 
     def _malformed(self, pending: _Pending) -> _Reply:
         """A 200 whose JSON is cut short. Reads show a truncated real body; writes are dropped."""
-        if pending.record.method == "GET":
-            full = self._apply(pending).body
-            return _Reply(200, full[: max(1, len(full) // 2)])
-        return _Reply(200, b'{"id": "')
-
-    @staticmethod
-    def _finish_record(record: RecordedRequest, reply: _Reply) -> None:
-        record.status = reply.status
-        record.response = reply.parsed
+        return _Reply(200, truncated_json(pending.record.method, lambda: self._apply(pending).body))

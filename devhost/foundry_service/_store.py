@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from devhost.loopback_api import Call
+
 from ._models import JSON, TERMINAL_STATUSES, ResponseScript
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -53,14 +55,6 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_req
 
 def not_found(message: str, param: str | None = None) -> ApiError:
     return ApiError(404, "not_found", message, param)
-
-
-@dataclass
-class Call:
-    params: dict[str, str]
-    query: dict[str, str]
-    body: Any
-    now: datetime
 
 
 @dataclass
