@@ -55,7 +55,12 @@ def baseline_monitor(
 
 async def baseline_poll(payload: dict) -> dict[str, Any]:  # type: ignore[type-arg]
     outcome = await azure_agents.poll_run(
-        payload["submissionId"], payload["threadId"], payload["runId"]
+        {
+            "submissionId": payload["submissionId"],
+            "agentId": "baseline",
+            "threadId": payload["threadId"],
+            "runId": payload["runId"],
+        }
     )
     return dict(outcome)
 

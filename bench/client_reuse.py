@@ -163,7 +163,14 @@ class _Measurement:
 
     async def _poll(self, client: Any) -> None:
         self.holder.agents = client
-        outcome = await azure_agents.poll_run(SUBMISSION, self.thread_id, self.run_id)
+        outcome = await azure_agents.poll_run(
+            {
+                "submissionId": SUBMISSION,
+                "agentId": "bench",
+                "threadId": self.thread_id,
+                "runId": self.run_id,
+            }
+        )
         if outcome.get("outcome") != "ok":
             raise RuntimeError(f"poll_run failed during the measurement: {outcome}")
 

@@ -9,7 +9,9 @@ azure-functions-core-tools@4 --unsafe-perm true`, needs internet access) and `ma
 runs `func start` instead. What it does, like `func start`:
 
 - loads `Values` of the settings file into the environment (a variable already set wins,
-  as with Core Tools), then indexes `function_app.py` as the Python worker does;
+  as with Core Tools), then the offline services' endpoints the settings leave unset
+  (`appSettings` of `--services`, e.g. FOUNDRY_PROJECT_ENDPOINT, the local Foundry project),
+  then indexes `function_app.py` as the Python worker does;
 - serves the app's routes on http://localhost:PORT (`/api/...`, the Durable webhooks and the
   Event Grid webhook `/runtime/webhooks/EventGrid?functionName=...`) with the function keys
   the Functions host checks in Azure (401 without one; Core Tools skips that locally). The
@@ -74,6 +76,14 @@ def apply_settings(values: Mapping[str, str], environ: MutableMapping[str, str])
         else:
             environ[name] = value
     return skipped
+
+
+def offline_app_settings(services: Path | None) -> dict[str, str]:
+    """The endpoints of the offline services (`appSettings` of their services.json)."""
+    if services is None or not services.is_file():
+        return {}
+    described = json.loads(services.read_text(encoding="utf-8"))
+    return {str(k): str(v) for k, v in (described.get("appSettings") or {}).items()}
 
 
 def load_or_create_keys(state_dir: Path) -> dict[str, str]:
@@ -209,6 +219,18 @@ def banner(port: int, keys: Mapping[str, str], services: Path | None, loaded: in
             "then GET the statusUrl it returns (with the same key), and watch this terminal",
             "for the sample subscriber's 'AgentRunCompleted ...' line.",
         ]
+        if described.get("foundryEndpoint"):
+            from devhost.offline import foundry_curl_example
+
+            lines += [
+                "",
+                "Foundry agents (Responses API), FOUNDRY_PROJECT_ENDPOINT="
+                + described["foundryEndpoint"],
+                "  " + ", ".join(described.get("foundryAgents", [])),
+                '  (echo-tools first asks for get_weather {"city": "Paris"}, then echoes its',
+                "  output). Submit a run to one:",
+                "  " + foundry_curl_example(port, "echo", keys["functionKey"]),
+            ]
     lines += ["=" * 78, "Development host ready. Press Ctrl+C to stop.", ""]
     return "\n".join(lines)
 
@@ -262,6 +284,15 @@ def main(argv: list[str] | None = None) -> int:
             name,
             args.settings,
         )
+    offline = offline_app_settings(args.services)
+    for name in apply_settings(offline, os.environ):
+        if os.environ[name] != offline[name]:
+            log.warning(
+                "%s stays %s (set already); the offline service listens at %s.",
+                name,
+                os.environ[name],
+                offline[name],
+            )
     sys.path.insert(0, str(Path.cwd()))
     stopping = threading.Event()
     # make runs this in the foreground: Ctrl-C (SIGINT) or `kill` (SIGTERM) stops it.

@@ -46,6 +46,17 @@ FINISHED_PHASES: frozenset[str] = frozenset({PHASE_PUBLISH, PHASE_DONE})
 # `kind` of the orchestration's output, so the status route recognises a relay's result.
 OUTPUT_KIND = "agent-run-relay/v1"
 
+# The two agent services a submission can name: classic Agents (threads and runs, `agentId`)
+# and the current Foundry Agent Service (Responses API, `agent: {name, version}`).
+Api = Literal["agents", "responses"]
+API_AGENTS: Api = "agents"
+API_RESPONSES: Api = "responses"
+
+
+def submission_api(payload: SubmissionPayload | RunRef) -> Api:
+    """Which service a submission (or a run reference) talks to; classic when unsaid."""
+    return API_RESPONSES if payload.get("api") == API_RESPONSES else API_AGENTS
+
 
 class ErrorInfo(TypedDict):
     code: str
@@ -72,7 +83,12 @@ class ToolOutput(TypedDict):
 
 
 class RunSnapshot(TypedDict):
-    """What the relay keeps of an agent run (built by the Agents adapter)."""
+    """What the relay keeps of an agent run (built by the agents adapter).
+
+    For a Foundry agent (Responses API) the "run" is the latest response of the submission's
+    chain: `runId` is the response id, `threadId` the conversation id, `agentId` the agent's
+    name, and a response that ended asking for function calls reads `requires_action`.
+    """
 
     runId: str | None
     threadId: str | None
@@ -84,16 +100,25 @@ class RunSnapshot(TypedDict):
     terminalAt: str | None
     toolCalls: list[ToolCall] | None
     expiresAt: str | None
+    # Foundry agents: the agent version the service ran (from the response's agent_reference).
+    agentVersion: NotRequired[str | None]
 
 
 class SubmissionPayload(TypedDict):
     """A validated submission as the orchestration carries it (core.submission.Submission).
 
     Only `agentId` is always there: an input that could not be read carries a stand-in with
-    `agentId` and `metadata` alone, so that it can still report its own failure.
+    `agentId` and `metadata` alone, so that it can still report its own failure. For a Foundry
+    agent (`api` "responses") `agentId` holds the agent's name, `agentVersion` its version
+    (None: latest) and `conversationId` the conversation to continue (None: a new one).
     """
 
     agentId: str
+    api: NotRequired[Api]
+    agentVersion: NotRequired[str | None]
+    conversationId: NotRequired[str | None]
+    # Whether a conversation the relay did not create may be continued (ALLOW_CALLER_THREADS).
+    allowCallerConversations: NotRequired[bool]
     messages: NotRequired[list[dict[str, str]]]
     threadId: NotRequired[str | None]
     instructions: NotRequired[str | None]
@@ -107,8 +132,15 @@ class SubmissionPayload(TypedDict):
 class AgentRunView(TypedDict):
     runId: str | None
     threadId: str | None
-    agentId: str
+    agentId: str | None
     status: str | None
+    # Foundry agents (api "responses"): the agent, the conversation and the chain of responses
+    # (oldest first; the last one is current).
+    api: NotRequired[Api]
+    agentName: NotRequired[str | None]
+    agentVersion: NotRequired[str | None]
+    conversationId: NotRequired[str | None]
+    responseIds: NotRequired[list[str]]
 
 
 # --- activity inputs ---------------------------------------------------------------------
@@ -123,6 +155,9 @@ class StartInput(TypedDict):
     fastPathSeconds: float
     knownThreadId: str | None
     submittedAt: str | None
+    # An earlier attempt may have created a response whose answer was lost (Responses API):
+    # a find-only start keeps looking for it instead of reporting that there is none.
+    uncertainCreate: NotRequired[bool]
 
 
 class RunRef(TypedDict):
@@ -132,6 +167,8 @@ class RunRef(TypedDict):
     agentId: str
     threadId: str | None
     runId: str | None
+    api: NotRequired[Api]
+    agentVersion: NotRequired[str | None]
 
 
 class ToolOutputsInput(RunRef):
@@ -176,6 +213,13 @@ class Outcome(TypedDict):
     followedSeconds: NotRequired[float]
     threadId: NotRequired[str]
     eventId: NotRequired[str]
+    # Responses API: the last stream sequence number seen (fast path), and whether a create
+    # request may have been applied although its answer was lost (see StartInput).
+    streamSequence: NotRequired[int | None]
+    uncertainCreate: NotRequired[bool]
+    # A start that only prepared the run (created the conversation named by `threadId`): the
+    # orchestrator records it and starts again at once.
+    prepared: NotRequired[bool]
 
 
 def transient(code: str, message: str) -> Outcome:
@@ -244,6 +288,8 @@ class RelayOutput(TypedDict):
 
 
 __all__ = [
+    "API_AGENTS",
+    "API_RESPONSES",
     "CANCEL_ACTIVITY",
     "CANCEL_EVENT",
     "FINISHED_PHASES",
@@ -259,6 +305,7 @@ __all__ = [
     "SUBMIT_TOOL_OUTPUTS_ACTIVITY",
     "TOOL_OUTPUTS_EVENT_PREFIX",
     "AgentRunView",
+    "Api",
     "CancelEventData",
     "CustomStatus",
     "ErrorInfo",
@@ -279,6 +326,7 @@ __all__ = [
     "error_code",
     "error_message",
     "read_custom_status",
+    "submission_api",
     "tool_outputs_event_name",
     "transient",
 ]

@@ -1,8 +1,9 @@
-"""The whole product on the test bed: emulated host + loopback Agents service + Event Grid topic.
+"""The whole product on the test bed: emulated host + loopback Agents services + Event Grid topic.
 
-`RelayBed` starts the three with one virtual clock, points the app's settings at the loopback
-services and offers small helpers that go through public surfaces only (HTTP functions, the
-events the topic received, the requests the Agents service recorded).
+`RelayBed` starts the four with one virtual clock (the classic Agents service, the Foundry
+project service for the Responses API, the topic and the host), points the app's settings at
+the loopback services and offers small helpers that go through public surfaces only (HTTP
+functions, the events the topic received, the requests the services recorded).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import azure.functions as func
 from devhost.agents_service import AgentsService, RunScript, make_sync_client
 from devhost.clock import VirtualClock
 from devhost.eventgrid_topic import EventGridTopic
+from devhost.foundry_service import FoundryService, ResponseScript
 from devhost.functions_host import EmulatedHost
 from shared.adapters.clients import close_clients
 from shared.adapters.runtime import reset_worker_state
@@ -43,17 +45,44 @@ TERMINAL_SCRIPTS: dict[str, RunScript] = {
         duration_seconds=30, final_status="incomplete", incomplete_details={"reason": "max_tokens"}
     ),
 }
+# The same endings for a Foundry agent's response (the Responses API has no `expired`).
+FOUNDRY_TERMINAL_SCRIPTS: dict[str, ResponseScript] = {
+    "completed": ResponseScript(
+        duration_seconds=40,
+        output_text="the answer",
+        usage={"input_tokens": 12, "output_tokens": 30},
+    ),
+    "failed": ResponseScript(
+        duration_seconds=25,
+        final_status="failed",
+        error={"code": "server_error", "message": "model crashed"},
+    ),
+    "cancelled": ResponseScript(duration_seconds=30, final_status="cancelled"),
+    "incomplete": ResponseScript(
+        duration_seconds=30, final_status="incomplete", incomplete_reason="max_output_tokens"
+    ),
+}
+FOUNDRY_AGENT = "relay-foundry-test"
 EVENT_DATA_SCHEMA = json.loads((ROOT / "docs" / "agent-run-completed.schema.json").read_text())
 
 
 class RelayBed:
-    def __init__(self, host: EmulatedHost, agents: AgentsService, topic: EventGridTopic) -> None:
+    def __init__(
+        self,
+        host: EmulatedHost,
+        agents: AgentsService,
+        topic: EventGridTopic,
+        foundry: FoundryService,
+    ) -> None:
         self.host = host
         self.agents = agents
         self.topic = topic
+        self.foundry = foundry
         self.clock = host.clock
         with make_sync_client(agents) as admin:
             self.agent_id = admin.create_agent(model="gpt-4o-mini", name="relay-test").id
+        self.foundry_agent = FOUNDRY_AGENT
+        foundry.create_agent_version(FOUNDRY_AGENT)
 
     # HTTP surface -------------------------------------------------------------------------
     def post_run(self, body: Any, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
@@ -67,6 +96,14 @@ class RelayBed:
 
     def submit(self, **fields: Any) -> str:
         body = {"agentId": self.agent_id, "input": "hello", **fields}
+        return self.submit_body(body)
+
+    def submit_foundry(self, **fields: Any) -> str:
+        """Submit for the bed's Foundry agent (`agent`), the Responses API backend."""
+        body = {"agent": {"name": self.foundry_agent}, "input": "hello", **fields}
+        return self.submit_body(body)
+
+    def submit_body(self, body: dict[str, Any]) -> str:
         response = self.post_run(body)
         assert response.status_code == 202, response.get_body()
         return str(json.loads(response.get_body())["id"])
@@ -101,10 +138,12 @@ def relay_bed(
     clock = VirtualClock()
     with (
         AgentsService(clock) as agents,
+        FoundryService(clock) as foundry,
         EventGridTopic(clock, key=TOPIC_KEY, input_schema=event_schema) as topic,
     ):
         env = {
             "AZURE_AI_PROJECT_ENDPOINT": agents.endpoint,
+            "FOUNDRY_PROJECT_ENDPOINT": foundry.endpoint,
             "EVENTGRID_TOPIC_ENDPOINT": topic.endpoint,
             "EVENTGRID_TOPIC_KEY": TOPIC_KEY,
             "EVENT_SCHEMA": event_schema,
@@ -119,7 +158,7 @@ def relay_bed(
             env=env,
             worker_reset_hooks=[reset_worker_state],
         ) as host:
-            bed = RelayBed(host, agents, topic)
+            bed = RelayBed(host, agents, topic, foundry)
             try:
                 yield bed
             finally:

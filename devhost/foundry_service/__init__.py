@@ -11,7 +11,8 @@ operation, and every request is recorded (never the token)::
         service.faults.append(FaultRule(operation="responses.retrieve", kind="429", count=1))
         ...  # drive the real SDK; clock.advance(...) moves responses along
 
-Standalone on wall-clock time: ``python -m devhost.foundry_service --port 8093``.
+Standalone on wall-clock time: ``python -m devhost.foundry_service --port 8093`` (``--state-file
+PATH`` keeps its state across restarts, as ``devhost/offline.py`` does for ``make start``).
 """
 
 from ._client import (
@@ -30,8 +31,10 @@ from ._models import (
     ResponseScript,
 )
 from ._service import DEFAULT_PROJECT, OPERATIONS, FoundryService
+from ._store import CONVERSATION_LOCKED
 
 __all__ = [
+    "CONVERSATION_LOCKED",
     "DEFAULT_PROJECT",
     "FAULT_KINDS",
     "FOUNDRY_SCOPE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from devhost.clock import WallClock
 from devhost.loopback_api import serve_until_interrupted
@@ -22,12 +23,23 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME",
         help="create a prompt agent version with this name at start (repeatable)",
     )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=None,
+        help="keep responses, conversations and agents in this JSON file across restarts",
+    )
     args = parser.parse_args(argv)
     with FoundryService(
-        WallClock(), seed=args.seed, port=args.port, project=args.project
+        WallClock(),
+        seed=args.seed,
+        port=args.port,
+        project=args.project,
+        state_file=args.state_file,
     ) as service:
         for name in args.agent:
-            service.create_agent_version(name)
+            if not service.has_agent(name):
+                service.create_agent_version(name)
         serve_until_interrupted(f"Foundry project endpoint: {service.endpoint}  (Ctrl-C to stop)")
 
 

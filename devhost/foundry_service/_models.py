@@ -1,4 +1,5 @@
-"""Value types of the loopback Foundry project service: scripts, fault rules, recorded requests."""
+"""Value types of the loopback Foundry project service: scripts, fault rules, recorded requests,
+and the records of responses and conversations the store keeps."""
 
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ class ResponseScript:
     - `completed`: a message with `output_text` (default: an echo of the last input text), or,
       with `function_calls` (a list of `{name, arguments?, call_id?}`), only `function_call`
       output items and no answer (the caller answers with a new response whose input holds
-      `function_call_output` items and `previous_response_id`);
+      `function_call_output` items and `previous_response_id` or the same `conversation`);
+      with `answer_function_outputs`, a response whose new input holds `function_call_output`
+      items answers instead of asking again (default text: an echo of the last output), so
+      one script plays a whole tool turn (ask, then answer);
     - `failed` with `error` (`{code, message}`, default `server_error`);
     - `incomplete` with `incomplete_reason` (and the text so far);
     - `cancelled` (as if cancelled on the service side).
@@ -60,6 +64,7 @@ class ResponseScript:
     error: Mapping[str, str] | None = None
     incomplete_reason: str = "max_output_tokens"
     function_calls: Sequence[Mapping[str, Any]] | None = None
+    answer_function_outputs: bool = False
     output_text: str | None = None
     usage: Mapping[str, int] | None = None
     stream_drop_after: int | None = None
@@ -80,6 +85,35 @@ class ResponseScript:
                 raise ValueError("each function call needs a string 'name'")
         if self.error is not None and not {"code", "message"} <= set(self.error):
             raise ValueError("error needs 'code' and 'message'")
+
+
+@dataclass
+class ResponseRecord:
+    id: str
+    created: datetime
+    script: ResponseScript
+    background: bool
+    stream: bool
+    store: bool
+    model: str
+    metadata: dict[str, str]
+    input_items: list[JSON]  # the new input, as items (conversation items are not repeated)
+    previous_response_id: str | None
+    conversation_id: str | None
+    agent_reference: JSON | None
+    output: list[JSON]  # the final output (computed at creation)
+    cancel_requested: datetime | None = None
+    events: list[JSON] = field(default_factory=list)  # stream events produced so far
+    stream_dropped: bool = False
+    appended_to_conversation: bool = False
+
+
+@dataclass
+class ConversationRecord:
+    id: str
+    created: datetime
+    metadata: dict[str, str]
+    items: list[JSON] = field(default_factory=list)
 
 
 class FaultRule(FaultRuleBase):
@@ -118,7 +152,9 @@ __all__ = [
     "JSON",
     "TERMINAL_STATUSES",
     "Clock",
+    "ConversationRecord",
     "FaultRule",
     "RecordedRequest",
+    "ResponseRecord",
     "ResponseScript",
 ]

@@ -17,6 +17,8 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -38,8 +40,17 @@ from devhost.loopback_api import (
     truncated_json,
 )
 
-from ._models import JSON, TERMINAL_STATUSES, Clock, FaultRule, RecordedRequest, ResponseScript
-from ._store import ApiError, ResponseRecord, Store, bad_request
+from ._models import (
+    JSON,
+    TERMINAL_STATUSES,
+    Clock,
+    FaultRule,
+    RecordedRequest,
+    ResponseRecord,
+    ResponseScript,
+)
+from ._snapshot import export_state, import_state, load_snapshot, save_snapshot
+from ._store import ApiError, Store, bad_request
 
 DEFAULT_PROJECT = "local"
 # api-versions of the agents operations: 2.x sends v1; the 2.0.0b1 beta sent the preview one.
@@ -129,7 +140,9 @@ class FoundryService(LoopbackServer):
     """The Foundry project endpoint (Responses, Conversations, agents) on loopback.
 
     `endpoint` is `http://127.0.0.1:PORT/api/projects/<project>` (https with `ssl_context`).
-    Any non-empty bearer token is accepted unless `accept_token` is given.
+    Any non-empty bearer token is accepted unless `accept_token` is given. With `state_file`
+    (local development: devhost/offline.py) responses, conversations and agent versions are
+    kept in that JSON file across restarts (`_snapshot.py`); tests keep them in memory.
     """
 
     # While a stream or a synchronous create is open the clock follows the wall (a virtual
@@ -145,6 +158,7 @@ class FoundryService(LoopbackServer):
         project: str = DEFAULT_PROJECT,
         ssl_context: ssl.SSLContext | None = None,
         accept_token: Callable[[str], bool] | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.clock = clock
         self.project = project
@@ -162,6 +176,33 @@ class FoundryService(LoopbackServer):
         self._handlers: dict[str, Callable[[Call], Any]] = {
             op: getattr(self._store, op.replace(".", "_")) for op in OPERATIONS
         }
+        self._state_file = state_file
+        if state_file is not None:
+            state = load_snapshot(state_file)
+            if state is not None:
+                import_state(self._store, state)
+
+    # ------------------------------------------------------------------ persistence
+
+    def _save_state(self) -> None:
+        """Write the snapshot (if there is a state file); the service's lock is held."""
+        if self._state_file is not None:
+            save_snapshot(self._state_file, export_state(self._store))
+
+    def _advance(self, now: datetime) -> None:
+        """Append finished responses' items to their conversations; save if that changed any."""
+        if self._store.advance_all(now):
+            self._save_state()
+
+    def _after_apply(self, pending: _Pending) -> None:
+        # Reads change nothing but what `_advance` already saved.
+        if pending.record.method != "GET":
+            self._save_state()
+
+    def has_agent(self, name: str) -> bool:
+        """Whether an agent of this name has a version (e.g. one loaded from the state file)."""
+        with self._lock:
+            return bool(self._store.agents.get(name))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -195,22 +236,22 @@ class FoundryService(LoopbackServer):
         }
         with self._lock:
             now = self.clock.now()
-            return copy.deepcopy(
-                self._store.agents_create_version(Call({"agent_name": name}, {}, body, now))
-            )
+            version = self._store.agents_create_version(Call({"agent_name": name}, {}, body, now))
+            self._save_state()
+            return copy.deepcopy(version)
 
     @property
     def responses(self) -> dict[str, JSON]:
         """Every stored response as `GET /responses/{id}` would return it now."""
         with self._lock:
             now = self.clock.now()
-            self._store.advance_all(now)
+            self._advance(now)
             return {rid: self._store.render(r, now) for rid, r in self._store.responses.items()}
 
     def conversation_items(self, conversation_id: str) -> list[JSON]:
         """A conversation's items as of now, oldest first."""
         with self._lock:
-            self._store.advance_all(self.clock.now())
+            self._advance(self.clock.now())
             return copy.deepcopy(self._store.conversations[conversation_id].items)
 
     def events(self, response_id: str) -> list[JSON]:
@@ -260,7 +301,7 @@ class FoundryService(LoopbackServer):
             self.follow_wall(wall_start, virtual_start, loop.time())
             with self._lock:
                 now = self.clock.now()
-                self._store.advance_all(now)
+                self._advance(now)
                 response = self._store.responses[rid]
                 if self._store.status_at(response, now) in TERMINAL_STATUSES:
                     reply = _json_reply(200, self._store.render(response, now))
@@ -302,7 +343,7 @@ class FoundryService(LoopbackServer):
             self.follow_wall(wall_start, virtual_start, loop.time())
             with self._lock:
                 now = self.clock.now()
-                self._store.advance_all(now)
+                self._advance(now)
                 stored: ResponseRecord = self._store.responses[rid]
                 events = copy.deepcopy(
                     [
@@ -413,13 +454,14 @@ class FoundryService(LoopbackServer):
                 _error_reply,
                 malformed=lambda: self._malformed(pending),
                 apply=lambda: self._apply(pending),
+                after_apply=lambda: self._after_apply(pending),
             )
             finish_record(pending.record, reply)
             return reply
 
     def _apply(self, pending: _Pending) -> _Reply:
         now = self.clock.now()
-        self._store.advance_all(now)
+        self._advance(now)
         call = Call(pending.params, pending.record.query, pending.record.body, now)
         try:
             if pending.operation == "responses.create":

@@ -10,17 +10,31 @@ import copy
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from devhost.loopback_api import Call
 
-from ._models import JSON, TERMINAL_STATUSES, ResponseScript
+from . import _timeline as timeline
+from ._models import (
+    ACTIVE_STATUSES,
+    JSON,
+    TERMINAL_STATUSES,
+    ConversationRecord,
+    ResponseRecord,
+    ResponseScript,
+)
 
 DEFAULT_MODEL = "gpt-4o-mini"
 METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
 CONVERSATION_ITEMS_MAX = 20  # spec CreateConversationBody / ConversationItemsCreate
+# What api.openai.com answers to a `POST /responses` naming a conversation another response is
+# still working on (400 invalid_request_error, param "conversation", code "conversation_locked"),
+# quoted in github.com/paulgmiller/careme/issues/379. Whether the Foundry service refuses the same
+# way, with the same text, is UNCONFIRMED.
+CONVERSATION_LOCKED = (
+    "Another process is currently operating on this conversation. Please retry in a few seconds."
+)
 
 
 class ApiError(Exception):
@@ -55,35 +69,6 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_req
 
 def not_found(message: str, param: str | None = None) -> ApiError:
     return ApiError(404, "not_found", message, param)
-
-
-@dataclass
-class ResponseRecord:
-    id: str
-    created: datetime
-    script: ResponseScript
-    background: bool
-    stream: bool
-    store: bool
-    model: str
-    metadata: dict[str, str]
-    input_items: list[JSON]  # the new input, as items (conversation items are not repeated)
-    previous_response_id: str | None
-    conversation_id: str | None
-    agent_reference: JSON | None
-    output: list[JSON]  # the final output (computed at creation)
-    cancel_requested: datetime | None = None
-    events: list[JSON] = field(default_factory=list)  # stream events produced so far
-    stream_dropped: bool = False
-    appended_to_conversation: bool = False
-
-
-@dataclass
-class ConversationRecord:
-    id: str
-    created: datetime
-    metadata: dict[str, str]
-    items: list[JSON] = field(default_factory=list)
 
 
 def check_metadata(value: Any) -> dict[str, str]:
@@ -121,10 +106,6 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return ""
-
-
-def _chunks(text: str, size: int = 8) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 class Store:
@@ -261,7 +242,9 @@ class Store:
                     }
                 )
             elif kind == "function_call":
-                items.append({**copy.deepcopy(raw), "id": raw.get("id") or self.new_id("fc")})
+                # As items are returned (spec FunctionToolCallResource: id and status required).
+                call = {"status": "completed", **copy.deepcopy(raw)}
+                items.append({**call, "id": raw.get("id") or self.new_id("fc")})
             else:
                 raise bad_request(
                     f"Invalid 'input[{index}].type': {kind!r} is not supported here.",
@@ -289,7 +272,7 @@ class Store:
             record = self.responses.get(current)
             if record is None:
                 break
-            items[:0] = record.input_items + self._output_at(record, None)
+            items[:0] = record.input_items + timeline.output_at(record, None)
             current = record.previous_response_id
         return items
 
@@ -357,6 +340,8 @@ class Store:
             raise bad_request("'input' is required.", "input")
         items = self._input_items(body.get("input", []))
         self._check_function_outputs(items, history)
+        if conversation_id is not None:
+            self._check_conversation_free(conversation_id, call.now)
         script = self._choose_script(body)
         model = str(agent["definition"].get("model")) if agent is not None else str(body["model"])
         reference = None
@@ -385,9 +370,24 @@ class Store:
         self.responses[record.id] = record
         return record
 
+    def _check_conversation_free(self, conversation_id: str, now: datetime) -> None:
+        """The conversation lock (see CONVERSATION_LOCKED): a create naming a conversation is
+        refused while any response on it is queued or in progress at `now`. The public report
+        shows concurrent requests refused; that a queued or running background response holds
+        the lock until it ends is an assumption (UNCONFIRMED for OpenAI and for Foundry)."""
+        for other in self.responses.values():
+            if (
+                other.conversation_id == conversation_id
+                and self.status_at(other, now) in ACTIVE_STATUSES
+            ):
+                raise bad_request(CONVERSATION_LOCKED, "conversation", "conversation_locked")
+
     def _final_output(self, record: ResponseRecord, context: list[JSON]) -> list[JSON]:
         script = record.script
-        if script.function_calls and script.final_status == "completed":
+        answering = script.answer_function_outputs and any(
+            item["type"] == "function_call_output" for item in record.input_items
+        )
+        if script.function_calls and script.final_status == "completed" and not answering:
             return [
                 {
                     "type": "function_call",
@@ -426,196 +426,11 @@ class Store:
             }
         ]
 
-    # state at a moment --------------------------------------------------
+    # state at a moment (devhost/foundry_service/_timeline.py) --------------
 
-    @staticmethod
-    def _natural_end(record: ResponseRecord) -> datetime:
-        script = record.script
-        return record.created + timedelta(seconds=script.queued_seconds + script.duration_seconds)
-
-    def _cancelled_at(self, record: ResponseRecord) -> datetime | None:
-        """When a cancel request takes effect, unless the response ends on its own first."""
-        if record.cancel_requested is None:
-            return None
-        effective = record.cancel_requested + timedelta(seconds=record.script.cancel_delay_seconds)
-        return effective if effective < self._natural_end(record) else None
-
-    def status_at(self, record: ResponseRecord, moment: datetime) -> str:
-        script = record.script
-        cancelled = self._cancelled_at(record)
-        if cancelled is not None and record.cancel_requested is not None:
-            after = script.completed_after_cancel_seconds
-            if after is not None and moment >= record.cancel_requested + timedelta(seconds=after):
-                return "completed"
-            if moment >= cancelled:
-                return "cancelled"
-        elapsed = (moment - record.created).total_seconds()
-        if elapsed < script.queued_seconds:
-            return "queued"
-        if moment < self._natural_end(record):
-            return "in_progress"
-        return script.final_status
-
-    @staticmethod
-    def _output_at(record: ResponseRecord, status: str | None) -> list[JSON]:
-        if status is None:
-            status = record.script.final_status
-        return copy.deepcopy(record.output) if status in ("completed", "incomplete") else []
-
-    def _completed_at(self, record: ResponseRecord) -> datetime:
-        after = record.script.completed_after_cancel_seconds
-        if self._cancelled_at(record) is not None and after is not None:
-            assert record.cancel_requested is not None
-            return record.cancel_requested + timedelta(seconds=after)
-        return self._natural_end(record)
-
-    def render(self, record: ResponseRecord, moment: datetime, status: str | None = None) -> JSON:
-        status = status or self.status_at(record, moment)
-        script = record.script
-        terminal = status in TERMINAL_STATUSES
-        error = None
-        if status == "failed":
-            error = dict(script.error or {"code": "server_error", "message": "The model failed."})
-        usage = None
-        if terminal and status != "cancelled":
-            given = dict(script.usage or {})
-            inputs = int(given.get("input_tokens", 10))
-            outputs = int(given.get("output_tokens", 5 if status != "failed" else 0))
-            usage = {
-                "input_tokens": inputs,
-                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                "output_tokens": outputs,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": inputs + outputs,
-            }
-        completed_at = None
-        if status == "completed":
-            completed_at = int(self._completed_at(record).timestamp())
-        rendered: JSON = {
-            "id": record.id,
-            "object": "response",
-            "created_at": int(record.created.timestamp()),
-            "status": status,
-            "background": record.background,
-            "completed_at": completed_at,
-            "error": error,
-            "incomplete_details": {"reason": script.incomplete_reason}
-            if status == "incomplete"
-            else None,
-            "instructions": None,
-            "model": record.model,
-            "output": self._output_at(record, status) if terminal else [],
-            "parallel_tool_calls": True,
-            "previous_response_id": record.previous_response_id,
-            "conversation": {"id": record.conversation_id} if record.conversation_id else None,
-            "store": record.store,
-            "metadata": dict(record.metadata),
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "tool_choice": "auto",
-            "tools": [],
-            "text": {"format": {"type": "text"}},
-            "truncation": "disabled",
-            "agent_reference": copy.deepcopy(record.agent_reference),  # Foundry (S4)
-        }
-        if usage is not None:
-            # Spec ResponseUsage is not nullable: omitted (not null) until the response ends.
-            rendered["usage"] = usage
-        return rendered
-
-    # events ----------------------------------------------------------------
-
-    def events_until(self, record: ResponseRecord, moment: datetime) -> list[JSON]:
-        """The response's stream events produced by `moment` (kept, so numbers never change)."""
-        events = record.events
-
-        def add(event: JSON) -> None:
-            events.append({**event, "sequence_number": len(events)})
-
-        if not events:
-            add(
-                {
-                    "type": "response.created",
-                    "response": self.render(record, record.created, "queued"),
-                }
-            )
-        if events[-1]["type"] in ("response.completed", "response.failed", "response.incomplete"):
-            return events
-        status = self.status_at(record, moment)
-        started = record.created + timedelta(seconds=record.script.queued_seconds)
-        cancelled = self._cancelled_at(record)
-        ran = cancelled is None or cancelled > started  # a cancel while queued skips it
-        if len(events) == 1 and (
-            status == "in_progress" or (status in TERMINAL_STATUSES and moment >= started and ran)
-        ):
-            add(
-                {
-                    "type": "response.in_progress",
-                    "response": self.render(record, started, "in_progress"),
-                }
-            )
-        if status not in TERMINAL_STATUSES:
-            return events
-        for index, item in enumerate(self._output_at(record, status)):
-            self._item_events(add, index, item)
-        final = self.render(record, moment, status)
-        kind = {
-            "completed": "response.completed",
-            "incomplete": "response.incomplete",
-            # No response.cancelled event in the spec; S4 ends a cancelled stream with
-            # response.failed whose response.status is "cancelled".
-            "cancelled": "response.failed",
-            "failed": "response.failed",
-        }[status]
-        add({"type": kind, "response": final})
-        return events
-
-    @staticmethod
-    def _item_events(add: Callable[[JSON], None], index: int, item: JSON) -> None:
-        if item["type"] == "function_call":
-            add(
-                {
-                    "type": "response.output_item.added",
-                    "output_index": index,
-                    "item": {**item, "arguments": "", "status": "in_progress"},
-                }
-            )
-            for piece in _chunks(item["arguments"]):
-                add(
-                    {
-                        "type": "response.function_call_arguments.delta",
-                        "item_id": item["id"],
-                        "output_index": index,
-                        "delta": piece,
-                    }
-                )
-            add(
-                {
-                    "type": "response.function_call_arguments.done",
-                    "item_id": item["id"],
-                    "name": item["name"],
-                    "output_index": index,
-                    "arguments": item["arguments"],
-                }
-            )
-            add({"type": "response.output_item.done", "output_index": index, "item": item})
-            return
-        text = item["content"][0]["text"]
-        ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
-        add(
-            {
-                "type": "response.output_item.added",
-                "output_index": index,
-                "item": {**item, "status": "in_progress", "content": []},
-            }
-        )
-        empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        add({"type": "response.content_part.added", **ids, "part": empty})
-        for piece in _chunks(text):
-            add({"type": "response.output_text.delta", **ids, "delta": piece, "logprobs": []})
-        add({"type": "response.output_text.done", **ids, "text": text, "logprobs": []})
-        add({"type": "response.content_part.done", **ids, "part": item["content"][0]})
-        add({"type": "response.output_item.done", "output_index": index, "item": item})
+    status_at = staticmethod(timeline.status_at)
+    render = staticmethod(timeline.render)
+    events_until = staticmethod(timeline.events_until)
 
     # operations ----------------------------------------------------------
 
@@ -673,18 +488,31 @@ class Store:
         del self.responses[record.id]
         return {"id": record.id, "object": "response.deleted", "deleted": True}
 
-    def advance_all(self, now: datetime) -> None:
-        """Append finished responses' items to their conversations (spec ConversationParam)."""
+    def advance_all(self, now: datetime) -> bool:
+        """Append finished responses' items to their conversations (spec ConversationParam).
+
+        Each appended item (input and output alike, with the ids it got at creation: `msg_…`,
+        `fco_…`, `fc_…`) carries `response_id`, the response that added it. That is a Foundry
+        extension: azure-ai-projects 2.10 describes an item's read-only `response_id` as "The id
+        of the response that produced this item, when applicable" (models/_models.py, the
+        `RealtimeConversationItem*` models), and Microsoft's hosted-agent server puts
+        `response_id` on output items (reference note §4, S4). That Foundry's Conversations API
+        returns it on every item a response appended, inputs included, is UNCONFIRMED. Items
+        added at creation or through `POST /conversations/{id}/items` carry none.
+        Returns whether any conversation changed.
+        """
+        changed = False
         for record in self.responses.values():
             if record.conversation_id is None or record.appended_to_conversation:
                 continue
             status = self.status_at(record, now)
             if status in TERMINAL_STATUSES:
-                record.appended_to_conversation = True
+                record.appended_to_conversation = changed = True
                 conversation = self.conversations.get(record.conversation_id)
                 if conversation is not None:
-                    conversation.items.extend(copy.deepcopy(record.input_items))
-                    conversation.items.extend(self._output_at(record, status))
+                    added = copy.deepcopy(record.input_items) + timeline.output_at(record, status)
+                    conversation.items.extend({**item, "response_id": record.id} for item in added)
+        return changed
 
     # ------------------------------------------------------------------ conversations
 

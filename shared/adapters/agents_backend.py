@@ -1,16 +1,17 @@
 """The interfaces the activities use to reach the outside world, and where they come from.
 
 An agents backend starts, polls and cancels runs and hands them tool outputs, each call
-returning a contract `Outcome` (never raising for a service failure). Today's backend is the
-azure-ai-agents SDK (`azure_agents.py`); another service (e.g. the Foundry Responses API) is
-one new module implementing `AgentsBackend`, chosen in `agents_backend()`.
+returning a contract `Outcome` (never raising for a service failure). Two backends implement
+it: classic Agents through the azure-ai-agents SDK (`azure_agents.py`) and the Foundry Agent
+Service through the OpenAI Responses API (`foundry_responses.py`); `agents_backend(api)`
+picks one by the submission's `api`.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from ..contract import Outcome, ToolOutput
+from ..contract import API_RESPONSES, Api, Outcome, RunRef, ToolOutput
 from ..core.events import RelayEvent
 from ..core.submission import Submission
 
@@ -25,24 +26,29 @@ class AgentsBackend(Protocol):
         fast_path_seconds: float = 0.0,
         known_thread_id: str | None = None,
         not_before: float | None = None,
+        uncertain_create: bool = False,
     ) -> Outcome:
         """Start the submission's run, or find the one an earlier attempt started."""
         ...
 
-    async def poll_run(self, submission_id: str, thread_id: str, run_id: str) -> Outcome: ...
+    async def poll_run(self, run: RunRef) -> Outcome: ...
 
-    async def cancel_run(self, submission_id: str, thread_id: str, run_id: str) -> Outcome: ...
+    async def cancel_run(self, run: RunRef) -> Outcome: ...
 
-    async def submit_tool_outputs(
-        self, submission_id: str, thread_id: str, run_id: str, tool_outputs: list[ToolOutput]
-    ) -> Outcome: ...
+    async def submit_tool_outputs(self, run: RunRef, tool_outputs: list[ToolOutput]) -> Outcome:
+        """Hand the run its tool outputs (idempotent: an earlier attempt's effect is found)."""
+        ...
 
 
 class EventPublisher(Protocol):
     async def publish(self, event: RelayEvent) -> Outcome: ...
 
 
-def agents_backend() -> AgentsBackend:
+def agents_backend(api: Api) -> AgentsBackend:
+    if api == API_RESPONSES:
+        from . import foundry_responses
+
+        return foundry_responses
     from . import azure_agents
 
     return azure_agents

@@ -18,7 +18,7 @@ from azure.ai.agents.aio import AgentsClient
 from azure.ai.agents.models import ThreadMessageOptions, ThreadRun
 from azure.ai.agents.models import ToolOutput as SdkToolOutput
 
-from ..contract import Outcome, RunSnapshot, error_code
+from ..contract import Outcome, RunRef, RunSnapshot, error_code
 from ..contract import ToolOutput as RelayToolOutput
 from ..core.run_status import RunPhase, classify_run_status, normalize_run_status
 from ..core.submission import RESERVED_METADATA_KEY, Submission
@@ -228,6 +228,7 @@ async def start_run(
     fast_path_seconds: float = 0.0,
     known_thread_id: str | None = None,
     not_before: float | None = None,
+    uncertain_create: bool = False,
 ) -> Outcome:
     """Start the submission's run, or find the one an earlier attempt started.
 
@@ -326,10 +327,15 @@ async def start_run(
     return {"outcome": "ok", "run": snapshot, "reused": False, "outputText": None}
 
 
-async def poll_run(submission_id: str, thread_id: str, run_id: str) -> Outcome:
+def _ids(run: RunRef) -> tuple[str, str]:
+    """(thread id, run id): the orchestrator polls, cancels and answers only a known run."""
+    return str(run["threadId"]), str(run["runId"])
+
+
+async def poll_run(ref: RunRef) -> Outcome:
     client = get_clients().agents
     try:
-        run = (await client.runs.get(thread_id, run_id)).as_dict()
+        run = (await client.runs.get(*_ids(ref))).as_dict()
         snapshot = run_snapshot(run)
         phase = classify_run_status(snapshot["status"])
         if phase is RunPhase.UNKNOWN:
@@ -340,24 +346,21 @@ async def poll_run(submission_id: str, thread_id: str, run_id: str) -> Outcome:
     return {"outcome": "ok", "run": snapshot, "outputText": output}
 
 
-async def cancel_run(submission_id: str, thread_id: str, run_id: str) -> Outcome:
+async def cancel_run(ref: RunRef) -> Outcome:
     client = get_clients().agents
     try:
-        run = await client.runs.cancel(thread_id, run_id)
+        run = await client.runs.cancel(*_ids(ref))
     except Exception as exc:
         return _failed("cancelling the agent run", exc)
     logger.info("agent run cancel requested")
     return {"outcome": "ok", "run": run_snapshot(run.as_dict())}
 
 
-async def submit_tool_outputs(
-    submission_id: str, thread_id: str, run_id: str, tool_outputs: list[RelayToolOutput]
-) -> Outcome:
+async def submit_tool_outputs(ref: RunRef, tool_outputs: list[RelayToolOutput]) -> Outcome:
     client = get_clients().agents
     try:
         run = await client.runs.submit_tool_outputs(
-            thread_id,
-            run_id,
+            *_ids(ref),
             tool_outputs=[
                 SdkToolOutput(tool_call_id=item["toolCallId"], output=item["output"])
                 for item in tool_outputs

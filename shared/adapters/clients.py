@@ -7,8 +7,8 @@ invocation on one persistent loop, so one set per loop is one set per process.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from azure.ai.agents.aio import AgentsClient
 from azure.core.credentials import AzureKeyCredential
@@ -18,9 +18,14 @@ from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 from .loopback import AllowHttpOnLoopbackPolicy, LoopbackCredential
 from .settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
 # Retries happen in the orchestration on durable timers (no compute held while waiting, and
 # Retry-After honoured durably), so the SDK pipelines make a single attempt.
 SDK_RETRY_OPTIONS: dict[str, Any] = {"retry_total": 0}
+# The token scope of the Foundry project's OpenAI endpoint (what azure-ai-projects asks for).
+FOUNDRY_SCOPE = "https://ai.azure.com/.default"
 
 
 def _pipeline_options(settings: Settings) -> dict[str, Any]:
@@ -38,6 +43,27 @@ class ProcessClients:
     agents: AgentsClient
     publisher: EventGridPublisherClient
     credentials: list[Any]
+    settings: Settings | None = None
+    # The classic client's credential, shared with the OpenAI client when both are (or are
+    # not) loopback.
+    agents_credential: Any = None
+    _openai: AsyncOpenAI | None = field(default=None, repr=False)
+
+    @property
+    def openai(self) -> AsyncOpenAI:
+        """The Foundry project's OpenAI client, built on first use.
+
+        (Importing `openai` takes about 0.7 s: a worker that only runs classic agents never
+        pays it.)
+        """
+        if self._openai is None:
+            settings = self.settings or get_settings()
+            credential = self.agents_credential
+            if credential is None or settings.foundry_is_loopback != settings.agents_is_loopback:
+                credential = _token_credential(settings, settings.foundry_is_loopback)
+                self.credentials.append(credential)
+            self._openai = build_openai_client(settings, credential)
+        return self._openai
 
 
 _clients: dict[int, tuple[asyncio.AbstractEventLoop, ProcessClients]] = {}
@@ -76,6 +102,32 @@ def build_agents_client(settings: Settings, credential: Any) -> AgentsClient:
     )
 
 
+def build_openai_client(settings: Settings, credential: Any) -> AsyncOpenAI:
+    """An `openai.AsyncOpenAI` on `<foundry_endpoint>/openai/v1`, as
+    `AIProjectClient.get_openai_client()` builds it (no api-version), bearer tokens from
+    `credential`.
+
+    - `max_retries=0`: the SDK would retry POST /responses (no idempotency key, so a retry can
+      create a second response); the orchestration retries on durable timers instead.
+    - The read timeout applies between received bytes (per stream chunk, too); the fast path's
+      window bounds a stream's total time.
+    - `api_key` is an async callable: openai 3.60 takes `api_key: str | Callable[[],
+      Awaitable[str]]` (openai/_client.py, `AsyncOpenAI.__init__`, line 815) and awaits it
+      before every request (openai/lib/_client_auth.py, `async_refresh_api_key`), so tokens
+      are refreshed by the azure-identity policy's cache. Tokens are never logged.
+    """
+    import openai
+    from azure.identity.aio import get_bearer_token_provider
+
+    read = settings.read_timeout_seconds
+    return openai.AsyncOpenAI(
+        base_url=settings.foundry_endpoint.rstrip("/") + "/openai/v1",
+        api_key=get_bearer_token_provider(credential, FOUNDRY_SCOPE),
+        max_retries=0,
+        timeout=openai.Timeout(read, connect=min(10.0, read)),
+    )
+
+
 def _build(settings: Settings) -> ProcessClients:
     credentials: list[Any] = []
     agents_credential = _token_credential(settings, settings.agents_is_loopback)
@@ -90,7 +142,13 @@ def _build(settings: Settings) -> ProcessClients:
     publisher = EventGridPublisherClient(
         settings.eventgrid_endpoint, publisher_credential, **_pipeline_options(settings)
     )
-    return ProcessClients(agents=agents, publisher=publisher, credentials=credentials)
+    return ProcessClients(
+        agents=agents,
+        publisher=publisher,
+        credentials=credentials,
+        settings=settings,
+        agents_credential=agents_credential,
+    )
 
 
 def get_clients() -> ProcessClients:
@@ -123,6 +181,8 @@ async def close_clients() -> None:
     clients = cached[1]
     await clients.agents.close()
     await clients.publisher.close()
+    if clients._openai is not None:
+        await clients._openai.close()
     for credential in clients.credentials:
         await credential.close()
 

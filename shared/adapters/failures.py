@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -26,6 +27,12 @@ from azure.core.exceptions import (
 from ..contract import ErrorInfo, Outcome
 
 TRANSIENT_STATUS_CODES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# The OpenAI SDK retries 409 too ("lock timeouts", openai/_base_client.py `_should_retry`), and
+# every 5xx. Every relay call is idempotent (found again by its metadata), so retrying is safe.
+OPENAI_TRANSIENT_STATUS_CODES = TRANSIENT_STATUS_CODES | {409}
+# A create naming a conversation another response is still working on (400, api.openai.com;
+# the devhost Foundry stand-in answers the same): it clears when that response ends.
+CONVERSATION_LOCKED = "conversation_locked"
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
@@ -67,6 +74,54 @@ def _short(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _transient(code: str, message: str) -> Outcome:
+    return {"outcome": "transient", "error": {"code": code, "message": message}, "retryAfter": None}
+
+
+def _openai_failure(exc: BaseException) -> Outcome | None:
+    """The outcome for an exception of the openai SDK (None: it is not one)."""
+    if "openai" not in sys.modules:
+        return None  # no openai exception exists before the SDK is imported (it is slow to)
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        status = int(exc.status_code)
+        body = exc.body if isinstance(exc.body, dict) else {}
+        text = body.get("message") if isinstance(body.get("message"), str) else None
+        error: ErrorInfo = {
+            "code": str(exc.code or f"http_{status}"),
+            "message": _short(text or exc.message or str(exc)),
+        }
+        if status == 404:
+            return {"outcome": "not_found", "error": error, "httpStatus": 404}
+        should_retry = exc.response.headers.get("x-should-retry")  # case-insensitive
+        if error["code"] == CONVERSATION_LOCKED:
+            retry = True
+            error["message"] = _short(
+                f"another response is running on the conversation: {error['message']}"
+            )
+        elif should_retry in ("true", "false"):
+            retry = should_retry == "true"  # the server's word wins, as for the SDK's retries
+        else:
+            retry = status in OPENAI_TRANSIENT_STATUS_CODES or status >= 500
+        if not retry:
+            return {"outcome": "permanent", "error": error, "httpStatus": status}
+        return {
+            "outcome": "transient",
+            "error": error,
+            "httpStatus": status,
+            "retryAfter": parse_retry_after(dict(exc.response.headers.items())),
+        }
+    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
+        return _transient("transport_error", _short(f"{type(exc).__name__}: {exc}"))
+    if isinstance(exc, openai.APIResponseValidationError):
+        return _transient("malformed_response", _short(str(exc)))
+    if isinstance(exc, openai.APIError):
+        # An `error` event on a stream (the service reported the failure mid-stream).
+        return _transient(str(exc.code or "stream_error"), _short(exc.message or str(exc)))
+    return None
+
+
 def describe_failure(exc: BaseException) -> Outcome:
     """An outcome for a failed call: `transient` (wait and retry), `not_found`, or `permanent`."""
     if isinstance(exc, ResourceNotFoundError):
@@ -94,6 +149,12 @@ def describe_failure(exc: BaseException) -> Outcome:
                 "retryAfter": parse_retry_after(headers),
             }
         return {"outcome": "permanent", "error": error, "httpStatus": status}
+    described = _openai_failure(exc)
+    if described is not None:
+        return described
+    if isinstance(exc, json.JSONDecodeError):
+        # openai 3.60 lets the JSONDecodeError of a cut-short 200 body through as it is.
+        return _transient("malformed_response", _short(f"{type(exc).__name__}: {exc}"))
     transient_types: tuple[type[BaseException], ...] = (
         ServiceRequestError,
         ServiceResponseError,

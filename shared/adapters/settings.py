@@ -82,6 +82,9 @@ class Settings:
     public_base_url: str | None = None
     # Whether X-Forwarded-Host/-Proto may set statusUrl's origin (only behind a trusted proxy).
     trust_forwarded_headers: bool = False
+    # FOUNDRY_PROJECT_ENDPOINT, the Foundry Agent Service's project (Responses API); None: the
+    # classic one's (in Azure one project endpoint serves both). Read it as `foundry_endpoint`.
+    foundry_project_endpoint: str | None = None
 
     @property
     def submission_limits(self) -> SubmissionLimits:
@@ -102,6 +105,15 @@ class Settings:
     @property
     def eventgrid_is_loopback(self) -> bool:
         return is_loopback_url(self.eventgrid_endpoint)
+
+    @property
+    def foundry_endpoint(self) -> str:
+        """The project endpoint the Responses API is reached on (`<it>/openai/v1`)."""
+        return self.foundry_project_endpoint or self.agents_endpoint
+
+    @property
+    def foundry_is_loopback(self) -> bool:
+        return is_loopback_url(self.foundry_endpoint)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -127,6 +139,10 @@ def _endpoint(env: Mapping[str, str], name: str) -> str:
             "and ::1 may use http"
         )
     return raw.rstrip("/")
+
+
+def _optional_endpoint(env: Mapping[str, str], name: str) -> str | None:
+    return _endpoint(env, name) if env.get(name, "").strip() else None
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -308,6 +324,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     agents_endpoint = found.check(
         "AZURE_AI_PROJECT_ENDPOINT", lambda: _endpoint(env, "AZURE_AI_PROJECT_ENDPOINT"), ""
     )
+    foundry_endpoint = found.check(
+        "FOUNDRY_PROJECT_ENDPOINT",
+        lambda: _optional_endpoint(env, "FOUNDRY_PROJECT_ENDPOINT"),
+        None,
+    )
     eventgrid_endpoint = found.check(
         "EVENTGRID_TOPIC_ENDPOINT", lambda: _endpoint(env, "EVENTGRID_TOPIC_ENDPOINT"), ""
     )
@@ -362,6 +383,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         auth_mode=auth_mode,
         public_base_url=public_base_url,
         trust_forwarded_headers=trust_forwarded,
+        foundry_project_endpoint=foundry_endpoint,
     )
 
 

@@ -28,8 +28,9 @@ from ..contract import (
     error_message,
 )
 from .report import event_payload, requires_action_event
+from .response_chain import hold_for_confirmation, is_responses, record_response
 from .run_status import REQUIRES_ACTION, RunPhase, classify_run_status
-from .schedule import TRANSIENT_RETRY_POLICY, PollingPolicy, next_wait_seconds, poll_wait_seconds
+from .schedule import TRANSIENT_RETRY_POLICY, next_wait_seconds
 from .state import RelayState, RequiredAction, awaiting_outputs
 from .timefmt import from_iso, to_iso
 from .tool_outputs import tool_call_round
@@ -38,12 +39,6 @@ from .tool_outputs import tool_call_round
 MAX_NOT_FOUND_STREAK = 5
 # Looking for a run that may exist before cancelling it: tries before giving up (~30 min).
 MAX_FIND_ATTEMPTS = 30
-# How long a cancelled run may stay unconfirmed (still not terminal) before the submission
-# ends anyway; only a service that keeps refusing us gets there.
-CANCEL_GRACE_SECONDS = 3600
-# While the relay waits for tool outputs the outputs event wakes it: polls only watch for the
-# run ending on its own (expired, cancelled at the service), so they can be rare.
-REQUIRES_ACTION_POLL_SECONDS = 300.0
 # 401/403 when starting right after a deployment is usually the identity's role assignment
 # still propagating (Azure RBAC: changes can take up to 10 minutes to take effect); retry
 # that long, with a margin, before failing the submission.
@@ -111,17 +106,29 @@ def start_input(state: RelayState) -> StartInput:
         "fastPathSeconds": state.fast_path_seconds,
         "knownThreadId": state.created_thread_id,
         "submittedAt": state.submitted_at,
+        "uncertainCreate": state.uncertain_create,
     }
 
 
 def run_ref(state: RelayState) -> RunRef:
     run = state.run_fields
-    return {
+    ref: RunRef = {
         "submissionId": state.submission_id,
         "agentId": state.submission["agentId"],
         "threadId": run.get("threadId"),
         "runId": run.get("runId"),
     }
+    if is_responses(state.submission):
+        ref["api"] = "responses"
+        ref["agentVersion"] = state.submission.get("agentVersion")
+    return ref
+
+
+def set_run(state: RelayState, run: Any) -> None:
+    """The run's latest snapshot (for a Foundry agent, a new response joins the chain)."""
+    state.run = run
+    if is_responses(state.submission):
+        record_response(state.response_chain, run)
 
 
 def tool_outputs_input(state: RelayState) -> ToolOutputsInput:
@@ -145,9 +152,10 @@ def give_up_starting(state: RelayState, now: datetime, notes: list[Note]) -> Non
 @dataclass(frozen=True)
 class StartDecision:
     """What follows a start attempt: `started` (poll next), `finished` (publish next),
-    `retry` (wait until `retry_at`, then try again) or `stop` (the next step gives up)."""
+    `retry` (wait until `retry_at`, then try again), `again` (the attempt prepared the run:
+    try again at once) or `stop` (the next step gives up)."""
 
-    kind: Literal["started", "finished", "retry", "stop"]
+    kind: Literal["started", "finished", "retry", "again", "stop"]
     retry_at: datetime | None = None
 
 
@@ -164,11 +172,16 @@ def after_start(
 ) -> StartDecision:
     if outcome["outcome"] == "ok":
         run = outcome.get("run")
+        if run is None and outcome.get("prepared") and not find_only:
+            # A Foundry conversation was created: recorded before any response is created on it.
+            state.created_thread_id = outcome.get("threadId") or state.created_thread_id
+            return StartDecision("again")
         if run is None:
             # Cancelled (or out of time) before any run existed: nothing to stop.
             finish(state, "cancelled", now, state.last_error)
             return StartDecision("finished")
-        state.run = run
+        set_run(state, run)
+        state.stream_sequence = outcome.get("streamSequence", state.stream_sequence)
         state.phase, state.attempts, state.last_error = PHASE_POLL, 0, None
         # After a fast path the run is already that old: the schedule goes on from its age.
         followed = float(outcome.get("followedSeconds") or 0.0)
@@ -179,6 +192,7 @@ def after_start(
         return StartDecision("started")
     state.last_error = outcome.get("error")
     state.created_thread_id = outcome.get("threadId") or state.created_thread_id
+    state.uncertain_create = state.uncertain_create or bool(outcome.get("uncertainCreate"))
     kind = outcome["outcome"]
     if kind == "permanent" and auth_still_propagating(state, outcome, now):
         kind = "transient"
@@ -210,6 +224,13 @@ def absorb_run(state: RelayState, outcome: Outcome, now: datetime) -> None:
     run = state.run_fields
     status = str(run.get("status"))
     if classify_run_status(status) is RunPhase.TERMINAL:
+        if is_responses(state.submission):
+            cancel_asked = state.cancel_reason is not None
+            state.cancel_check, hold = hold_for_confirmation(
+                state.cancel_check, cancel_asked, status, now
+            )
+            if hold:
+                return  # a `cancelled` read after our cancel: one more read confirms it
         state.output_text = outcome.get("outputText")
         state.completed_at = run.get("terminalAt") or to_iso(now)
         finish(state, status, now, run.get("lastError"))
@@ -257,7 +278,8 @@ def after_poll(state: RelayState, outcome: Outcome, now: datetime, notes: list[N
         previous = state.run_fields.get("status")
         run = outcome["run"]
         assert run is not None
-        state.run, state.not_found_streak, state.last_error = run, 0, None
+        set_run(state, run)
+        state.not_found_streak, state.last_error = 0, None
         status = str(run["status"])
         if status != previous:
             note(notes, "agent run status %s -> %s", previous, status)
@@ -278,7 +300,7 @@ def after_poll(state: RelayState, outcome: Outcome, now: datetime, notes: list[N
 
 def after_cancel(state: RelayState, outcome: Outcome, now: datetime) -> None:
     if outcome["outcome"] == "ok":
-        state.run = outcome["run"]
+        set_run(state, outcome["run"])
     if outcome["outcome"] != "transient":
         # Sent, or refused because the run already ended: either way polling tells the end.
         state.cancel_sent = True
@@ -292,10 +314,14 @@ def after_tool_outputs(state: RelayState, outcome: Outcome, now: datetime) -> No
         state.retry_after = outcome.get("retryAfter")
         return
     if outcome["outcome"] == "ok":
-        state.run = outcome["run"]
+        set_run(state, outcome["run"])
     # Submitted, or refused because the run no longer waits: polling tells what happened.
     state.required_action, state.tool_outputs = None, None
     restart_schedule(state, now)
+    if outcome["outcome"] == "ok" and is_responses(state.submission):
+        # A Foundry follow-up is a new response: one found already ended (or asking for the
+        # next round) is acted on now, so the status never reads requires_action unexplained.
+        absorb_run(state, outcome, now)
 
 
 def needs_notification(state: RelayState) -> bool:
@@ -341,55 +367,6 @@ def apply_caller_event(
         note(notes, "tool outputs received for %d calls", len(given))
     else:
         state.ignored_events += 1
-
-
-# --- limits and the next poll ---------------------------------------------------------------------
-
-
-def limit_due(state: RelayState, now: datetime) -> bool:
-    """The deadline or the tool-output give-up time has come, and no cancel is asked yet."""
-    if state.cancel_reason is not None:
-        return False
-    if now >= from_iso(str(state.deadline_at)):
-        return True
-    action = state.required_action
-    return awaiting_outputs(state) and action is not None and now >= from_iso(action["giveUpAt"])
-
-
-def check_limits(state: RelayState, now: datetime, notes: list[Note]) -> bool:
-    """Deadline, tool-output timeout and cancel grace; True if the submission is over."""
-    deadline = from_iso(str(state.deadline_at))
-    action = state.required_action
-    if state.cancel_reason is None and now >= deadline:
-        request_cancel(state, "deadline_exceeded", now, notes)
-    if awaiting_outputs(state) and action is not None and now >= from_iso(action["giveUpAt"]):
-        request_cancel(state, "tool_outputs_timeout", now, notes)
-    if state.cancel_sent and state.cancel_requested_at:
-        unconfirmed = (now - from_iso(state.cancel_requested_at)).total_seconds()
-        if unconfirmed >= CANCEL_GRACE_SECONDS:
-            message = f"the run did not confirm the cancel within {CANCEL_GRACE_SECONDS} s"
-            finish(state, "failed", now, {"code": "cancel_unconfirmed", "message": message})
-            return True
-    return False
-
-
-def next_poll_at(state: RelayState, policy: PollingPolicy, now: datetime) -> datetime:
-    if awaiting_outputs(state):
-        # The outputs event wakes the wait; polls only watch for the run ending on its own.
-        wait = max(REQUIRES_ACTION_POLL_SECONDS, state.retry_after or 0.0)
-    else:
-        anchor = from_iso(state.schedule_anchor or str(state.submitted_at))
-        elapsed = (now - anchor).total_seconds()
-        wait = poll_wait_seconds(
-            policy, elapsed, state.schedule_step, state.submission_id, state.retry_after
-        )
-    fire_at = now + timedelta(seconds=wait)
-    if state.cancel_reason is None:
-        caps = [from_iso(str(state.deadline_at))]
-        if awaiting_outputs(state) and state.required_action is not None:
-            caps.append(from_iso(state.required_action["giveUpAt"]))
-        fire_at = max(min([fire_at, *caps]), now)
-    return fire_at
 
 
 def fail_step(state: RelayState, phase: str, exc: BaseException, now: datetime) -> None:

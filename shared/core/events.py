@@ -35,8 +35,42 @@ def requires_action_event_id(submission_id: str, run_id: str, tool_call_ids: lis
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, key))
 
 
-def event_subject(agent_id: str, run_id: str | None) -> str:
+def event_subject(agent_id: str, run_id: str | None, api: str = "agents") -> str:
+    if api == "responses":
+        return f"agents/{agent_id}/responses/{run_id or 'none'}"
     return f"agents/{agent_id}/runs/{run_id or 'none'}"
+
+
+def agent_fields(
+    api: str, agent: str, agent_version: str | None, run_id: str | None, thread_id: str | None
+) -> dict[str, Any]:
+    """Which agent and run an event is about, in one shape for both backends.
+
+    Classic agents fill `agentId`, `runId`, `threadId`; Foundry agents (Responses API) fill
+    `agentName`, `agentVersion`, `responseId` (the chain's last response), `conversationId`.
+    The other backend's fields are null.
+    """
+    if api == "responses":
+        return {
+            "api": "responses",
+            "agentId": None,
+            "runId": None,
+            "threadId": None,
+            "agentName": agent,
+            "agentVersion": agent_version,
+            "responseId": run_id,
+            "conversationId": thread_id,
+        }
+    return {
+        "api": "agents",
+        "agentId": agent,
+        "runId": run_id,
+        "threadId": thread_id,
+        "agentName": None,
+        "agentVersion": None,
+        "responseId": None,
+        "conversationId": None,
+    }
 
 
 def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
@@ -97,12 +131,13 @@ def build_completed_event(
     completed_at: str,
     polls: int,
     cancellation_reason: str | None,
+    api: str = "agents",
+    agent_version: str | None = None,
+    cancel_confirmation: dict[str, str | None] | None = None,
 ) -> RelayEvent:
     data = {
         "submissionId": submission_id,
-        "runId": run_id,
-        "threadId": thread_id,
-        "agentId": agent_id,
+        **agent_fields(api, agent_id, agent_version, run_id, thread_id),
         "status": status,
         "lastError": bounded_error(last_error),
         "incompleteDetails": dict(incomplete_details) if incomplete_details else None,
@@ -113,11 +148,13 @@ def build_completed_event(
         "completedAt": completed_at,
         "polls": polls,
         "cancellationReason": cancellation_reason,
+        # Foundry agents: what the two reads after the relay's cancel saw (else null).
+        "cancelConfirmation": cancel_confirmation,
     }
     return RelayEvent(
         id=completed_event_id(submission_id),
         event_type=EVENT_TYPE_COMPLETED,
-        subject=event_subject(agent_id, run_id),
+        subject=event_subject(agent_id, run_id, api),
         event_time=completed_at,
         data_version=DATA_VERSION,
         data=data,
@@ -134,6 +171,8 @@ def build_requires_action_event(
     expires_at: str | None,
     event_time: str,
     metadata: dict[str, str],
+    api: str = "agents",
+    agent_version: str | None = None,
 ) -> RelayEvent:
     # Each call's arguments are cut at 16 KiB characters and at an equal share of the total.
     share = TOOL_ARGUMENTS_TOTAL_MAX_BYTES // max(len(tool_calls), 1)
@@ -151,9 +190,7 @@ def build_requires_action_event(
         )
     data = {
         "submissionId": submission_id,
-        "runId": run_id,
-        "threadId": thread_id,
-        "agentId": agent_id,
+        **agent_fields(api, agent_id, agent_version, run_id, thread_id),
         "toolCalls": calls,
         "expiresAt": expires_at,
         "metadata": dict(metadata),
@@ -161,7 +198,7 @@ def build_requires_action_event(
     return RelayEvent(
         id=requires_action_event_id(submission_id, run_id, [c["id"] for c in calls]),
         event_type=EVENT_TYPE_REQUIRES_ACTION,
-        subject=event_subject(agent_id, run_id),
+        subject=event_subject(agent_id, run_id, api),
         event_time=event_time,
         data_version=DATA_VERSION,
         data=data,

@@ -15,6 +15,7 @@ from ..contract import (
     StatusRequiredAction,
 )
 from .events import RelayEvent, build_completed_event, build_requires_action_event
+from .response_chain import confirmation_field
 from .run_status import REQUIRES_ACTION
 from .state import RelayState, awaiting_outputs
 from .timefmt import from_iso, to_iso
@@ -59,6 +60,8 @@ def requires_action_event(state: RelayState, now: datetime) -> RelayEvent:
         expires_at=run.get("expiresAt"),
         event_time=to_iso(now),
         metadata=state.submission.get("metadata") or {},
+        api=state.submission.get("api") or "agents",
+        agent_version=agent_version(state),
     )
 
 
@@ -68,7 +71,9 @@ def completed_event(state: RelayState) -> EventPayload:
         submission_id=state.submission_id,
         agent_id=state.submission["agentId"],
         run_id=run.get("runId"),
-        thread_id=run.get("threadId") or state.submission.get("threadId"),
+        thread_id=run.get("threadId")
+        or state.submission.get("threadId")
+        or state.submission.get("conversationId"),
         status=str(state.final_status),
         last_error=dict(state.final_error) if state.final_error else None,
         incomplete_details=run.get("incompleteDetails"),
@@ -79,8 +84,16 @@ def completed_event(state: RelayState) -> EventPayload:
         completed_at=str(state.completed_at),
         polls=state.polls,
         cancellation_reason=cancellation_reason(state),
+        api=state.submission.get("api") or "agents",
+        agent_version=agent_version(state),
+        cancel_confirmation=confirmation_field(state.cancel_check),
     )
     return event_payload(event)
+
+
+def agent_version(state: RelayState) -> str | None:
+    """A Foundry agent's version: the one the service ran, else the one asked for."""
+    return state.run_fields.get("agentVersion") or state.submission.get("agentVersion")
 
 
 def status_required_action(state: RelayState) -> StatusRequiredAction | None:

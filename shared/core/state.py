@@ -18,6 +18,7 @@ from ..contract import (
     ToolCall,
     ToolOutput,
 )
+from .response_chain import CancelCheck, is_responses, status_response_ids
 from .run_status import submission_status
 from .tool_outputs import tool_call_round
 
@@ -82,6 +83,13 @@ class RelayState:
     required_action: RequiredAction | None = None
     tool_outputs: list[ToolOutput] | None = None
     ignored_events: int = 0
+    # Foundry agents (Responses API): every response of the submission, oldest first; the
+    # last stream sequence number the fast path saw; whether a start attempt may have created
+    # a response whose answer was lost; the reads confirming a cancel (core.response_chain).
+    response_chain: list[str] = field(default_factory=list)
+    stream_sequence: int | None = None
+    uncertain_create: bool = False
+    cancel_check: CancelCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +121,10 @@ class RelayState:
     def status(self) -> str:
         if self.final_status:
             return self.final_status
-        return submission_status(self.run["status"] if self.run else None)
+        status = submission_status(self.run["status"] if self.run else None)
+        if status == "requires_action" and self.tool_outputs is not None:
+            return "running"  # answered: the relay is handing the outputs to the run
+        return status
 
     @property
     def run_fields(self) -> Mapping[str, Any]:
@@ -122,6 +133,19 @@ class RelayState:
 
     def agent_run_view(self) -> AgentRunView:
         run = self.run_fields
+        if is_responses(self.submission):
+            # Classic fields stay, null: one shape for both backends.
+            return {
+                "runId": None,
+                "threadId": None,
+                "agentId": None,
+                "status": run.get("status"),
+                "api": "responses",
+                "agentName": self.submission["agentId"],
+                "agentVersion": run.get("agentVersion") or self.submission.get("agentVersion"),
+                "conversationId": run.get("threadId") or self.submission.get("conversationId"),
+                "responseIds": status_response_ids(self.response_chain),
+            }
         return {
             "runId": run.get("runId"),
             "threadId": run.get("threadId") or self.submission.get("threadId"),

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..contract import SubmissionPayload
+from ..contract import API_AGENTS, API_RESPONSES, Api, SubmissionPayload
 from .problems import Problem, bad_request
 from .schedule import PollingBounds, PollingPolicy
 
@@ -24,10 +24,37 @@ MAX_METADATA_KEYS = 15
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+# A Foundry agent's name and version: URL-safe tokens (names are at most 63 characters).
+AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+AGENT_VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 MESSAGE_ROLES = ("user", "assistant")
+# What a Foundry agent's definition owns: sending them with `agent_reference` is refused by
+# the service ("Not allowed when agent is specified", microsoft/agent-framework PR #5493), so
+# the relay refuses them first, naming the field.
+AGENT_OWNED_FIELDS = frozenset(
+    {
+        "instructions",
+        "model",
+        "tools",
+        "toolChoice",
+        "tool_choice",
+        "text",
+        "responseFormat",
+        "response_format",
+        "temperature",
+        "topP",
+        "top_p",
+        "reasoning",
+        "maxOutputTokens",
+        "max_output_tokens",
+    }
+)
+AGENT_FIELDS = frozenset({"name", "version"})
 KNOWN_FIELDS = frozenset(
     {
         "agentId",
+        "agent",
+        "conversationId",
         "input",
         "messages",
         "threadId",
@@ -56,8 +83,15 @@ class SubmissionLimits:
 
 @dataclass(frozen=True)
 class Submission:
+    # Classic: the agent's id (or name). Foundry (`api` "responses"): the agent's name.
     agent_id: str
     messages: list[dict[str, str]]
+    api: Api = API_AGENTS
+    # Foundry: the agent version (None: latest) and the conversation to continue (None: new).
+    agent_version: str | None = None
+    conversation_id: str | None = None
+    # Foundry: whether a conversation the relay did not create may be continued.
+    allow_caller_conversations: bool = False
     thread_id: str | None = None
     instructions: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -68,7 +102,7 @@ class Submission:
     caller: str | None = None
 
     def to_dict(self) -> SubmissionPayload:
-        return {
+        payload: SubmissionPayload = {
             "agentId": self.agent_id,
             "messages": self.messages,
             "threadId": self.thread_id,
@@ -78,6 +112,13 @@ class Submission:
             "polling": self.polling.to_dict() if self.polling else None,
             "caller": self.caller,
         }
+        if self.api == API_RESPONSES:
+            # Only for Foundry agents: a classic submission's payload stays as it always was.
+            payload["api"] = API_RESPONSES
+            payload["agentVersion"] = self.agent_version
+            payload["conversationId"] = self.conversation_id
+            payload["allowCallerConversations"] = self.allow_caller_conversations
+        return payload
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Submission:
@@ -85,6 +126,10 @@ class Submission:
         return cls(
             agent_id=data["agentId"],
             messages=list(data["messages"]),
+            api=API_RESPONSES if data.get("api") == API_RESPONSES else API_AGENTS,
+            agent_version=data.get("agentVersion"),
+            conversation_id=data.get("conversationId"),
+            allow_caller_conversations=bool(data.get("allowCallerConversations")),
             thread_id=data.get("threadId"),
             instructions=data.get("instructions"),
             metadata=dict(data.get("metadata") or {}),
@@ -238,9 +283,17 @@ def validate_submission(body: Any, limits: SubmissionLimits) -> Submission:
     """Turn a decoded JSON body into a Submission, or raise a 400 Problem naming the field."""
     if not isinstance(body, dict):
         raise bad_request("body", "request body must be a JSON object")
+    if "agent" in body:
+        return _foundry_submission(body, limits)
     unknown = sorted(set(body) - KNOWN_FIELDS)
     if unknown:
         raise bad_request(unknown[0], f"unknown field {unknown[0]!r}")
+    if "conversationId" in body:
+        raise bad_request(
+            "conversationId", "conversationId goes with agent (a Foundry agent); use threadId"
+        )
+    if "agentId" not in body:
+        raise bad_request("agentId", "give agentId (a classic agent) or agent (a Foundry agent)")
     agent_id = _string(body.get("agentId"), "agentId", 128, pattern=ID_PATTERN)
     messages = _messages(body)
     thread_id = None
@@ -249,12 +302,7 @@ def validate_submission(body: Any, limits: SubmissionLimits) -> Submission:
     instructions = None
     if body.get("instructions") is not None:
         instructions = _string(body["instructions"], "instructions", MAX_INSTRUCTIONS_CHARS)
-    deadline = limits.default_deadline_seconds
-    if body.get("deadlineSeconds") is not None:
-        value = _number(body["deadlineSeconds"], "deadlineSeconds", 1, limits.max_deadline_seconds)
-        if value != int(value):
-            raise bad_request("deadlineSeconds", "deadlineSeconds must be a whole number")
-        deadline = int(value)
+    deadline = _deadline(body, limits)
     return Submission(
         agent_id=agent_id,
         messages=messages,
@@ -266,6 +314,58 @@ def validate_submission(body: Any, limits: SubmissionLimits) -> Submission:
     )
 
 
+def _foundry_agent(raw: Any) -> tuple[str, str | None]:
+    if not isinstance(raw, dict):
+        raise bad_request("agent", "agent must be an object with name and, optionally, version")
+    extra = sorted(set(raw) - AGENT_FIELDS)
+    if extra:
+        raise bad_request(f"agent.{extra[0]}", f"unknown field agent.{extra[0]}")
+    name = _string(raw.get("name"), "agent.name", 63, pattern=AGENT_NAME_PATTERN)
+    version = None
+    if raw.get("version") is not None:
+        version = _string(raw["version"], "agent.version", 64, pattern=AGENT_VERSION_PATTERN)
+    return name, version
+
+
+def _foundry_submission(body: dict[str, Any], limits: SubmissionLimits) -> Submission:
+    """A submission for a Foundry agent (`agent`): the Responses API backend."""
+    if "agentId" in body:
+        raise bad_request("agentId", "give either agentId (classic) or agent (Foundry), not both")
+    for name in sorted(body):
+        if name in AGENT_OWNED_FIELDS:
+            raise bad_request(name, f"{name} is set by the Foundry agent's definition")
+    if "threadId" in body:
+        raise bad_request("threadId", "a Foundry agent continues a conversationId, not a threadId")
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise bad_request(unknown[0], f"unknown field {unknown[0]!r}")
+    name, version = _foundry_agent(body["agent"])
+    messages = _messages(body)
+    conversation_id = None
+    if body.get("conversationId") is not None:
+        conversation_id = _string(body["conversationId"], "conversationId", 128, pattern=ID_PATTERN)
+    return Submission(
+        agent_id=name,
+        messages=messages,
+        api=API_RESPONSES,
+        agent_version=version,
+        conversation_id=conversation_id,
+        allow_caller_conversations=limits.allow_caller_threads,
+        metadata=_metadata(body.get("metadata")),
+        deadline_seconds=_deadline(body, limits),
+        polling=_polling(body.get("polling"), limits) or limits.polling,
+    )
+
+
+def _deadline(body: dict[str, Any], limits: SubmissionLimits) -> int:
+    if body.get("deadlineSeconds") is None:
+        return limits.default_deadline_seconds
+    value = _number(body["deadlineSeconds"], "deadlineSeconds", 1, limits.max_deadline_seconds)
+    if value != int(value):
+        raise bad_request("deadlineSeconds", "deadlineSeconds must be a whole number")
+    return int(value)
+
+
 def authorize_submission(submission: Submission, limits: SubmissionLimits) -> None:
     """403 problems for a well-formed submission this relay does not allow (ALLOWED_AGENTS,
     ALLOW_CALLER_THREADS); checked after every 400 so a malformed request learns that first."""
@@ -273,7 +373,7 @@ def authorize_submission(submission: Submission, limits: SubmissionLimits) -> No
         raise Problem(
             403,
             "this relay does not run this agent (it is not in ALLOWED_AGENTS)",
-            field="agentId",
+            field="agent.name" if submission.api == API_RESPONSES else "agentId",
             code="agent-not-allowed",
         )
     if submission.thread_id is not None and not limits.allow_caller_threads:

@@ -11,7 +11,14 @@ from typing import Any, cast
 
 from ..adapters.agents_backend import agents_backend, event_publisher
 from ..adapters.observability import log_fields
-from ..contract import EventPayload, Outcome, RunRef, StartInput, ToolOutputsInput
+from ..contract import (
+    EventPayload,
+    Outcome,
+    RunRef,
+    StartInput,
+    ToolOutputsInput,
+    submission_api,
+)
 from ..core.events import RelayEvent
 from ..core.submission import Submission
 from ..core.timefmt import from_iso
@@ -22,13 +29,14 @@ async def start_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
     submission = Submission.from_dict(request["submission"])
     with log_fields(submissionId=request["submissionId"], agentId=submission.agent_id):
         return _encode(
-            await agents_backend().start_run(
+            await agents_backend(submission_api(request["submission"])).start_run(
                 request["submissionId"],
                 submission,
                 find_only=bool(request.get("findOnly")),
                 fast_path_seconds=float(request.get("fastPathSeconds") or 0.0),
                 known_thread_id=request.get("knownThreadId"),
                 not_before=_unix(request.get("submittedAt")),
+                uncertain_create=bool(request.get("uncertainCreate")),
             )
         )
 
@@ -36,21 +44,21 @@ async def start_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
 async def poll_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
     run = _run_ref(payload)
     with log_fields(**_run_fields(run)):
-        return _encode(await agents_backend().poll_run(run["submissionId"], *_ids(run)))
+        return _encode(await agents_backend(submission_api(run)).poll_run(run))
 
 
 async def cancel_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
     run = _run_ref(payload)
     with log_fields(**_run_fields(run)):
-        return _encode(await agents_backend().cancel_run(run["submissionId"], *_ids(run)))
+        return _encode(await agents_backend(submission_api(run)).cancel_run(run))
 
 
 async def submit_tool_outputs(payload: dict[str, Any]) -> dict[str, Any]:
     request = cast(ToolOutputsInput, payload)
     with log_fields(**_run_fields(request)):
         return _encode(
-            await agents_backend().submit_tool_outputs(
-                request["submissionId"], *_ids(request), request["toolOutputs"]
+            await agents_backend(submission_api(request)).submit_tool_outputs(
+                request, request["toolOutputs"]
             )
         )
 
@@ -74,11 +82,6 @@ def _unix(moment: str | None) -> float | None:
 
 def _run_ref(payload: dict[str, Any]) -> RunRef:
     return cast(RunRef, payload)
-
-
-def _ids(run: RunRef) -> tuple[str, str]:
-    """(thread id, run id): the orchestrator polls, cancels and answers only a known run."""
-    return cast(str, run["threadId"]), cast(str, run["runId"])
 
 
 def _run_fields(run: RunRef) -> dict[str, Any]:

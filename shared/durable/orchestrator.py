@@ -36,6 +36,7 @@ from ..contract import (
     transient,
 )
 from ..core import decisions as decide
+from ..core import limits
 from ..core.custom_status import bounded_custom_status
 from ..core.decisions import Note
 from ..core.publishing import after_publish, prepare_publish
@@ -143,13 +144,13 @@ class _Orchestration:
             yield from self.poll_once()
             return
         now = self.now()
-        if decide.limit_due(state, now) and not self.waits.all_registered(state):
+        if limits.limit_due(state, now) and not self.waits.all_registered(state):
             # A cancel or tool outputs accepted before the limit may be held by the SDK until a
             # wait for it is yielded: register every wait first, so the caller's act wins.
             yield from self.sleep(now)
             return
         self.absorb_events()
-        over = decide.check_limits(state, now, notes)
+        over = limits.check_limits(state, now, notes)
         self.log(notes)
         if over:
             return
@@ -163,7 +164,7 @@ class _Orchestration:
             decide.after_tool_outputs(state, outcome, self.now())
         elif decide.needs_notification(state) and (yield from self.notify_required_action()):
             return  # the status that invites callers was just committed: publish next step
-        fire_at = decide.next_poll_at(state, policy, self.now())
+        fire_at = limits.next_poll_at(state, policy, self.now())
         if not (yield from self.sleep(fire_at)):
             return  # woken by an event: the next step acts on it at once
         if last_step:

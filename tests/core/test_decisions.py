@@ -11,6 +11,7 @@ import pytest
 
 from shared.contract import PHASE_DONE, PHASE_POLL, PHASE_PUBLISH, PHASE_START, Outcome, RunSnapshot
 from shared.core import decisions as decide
+from shared.core import limits
 from shared.core.publishing import after_publish, prepare_publish
 from shared.core.report import cancellation_reason
 from shared.core.schedule import PollingPolicy, poll_wait_seconds
@@ -306,7 +307,7 @@ def awaiting(give_up: float = 900.0, **changes: Any) -> RelayState:
             lambda: polling(
                 cancel_reason="requested", cancel_sent=True, cancel_requested_at=to_iso(T0)
             ),
-            decide.CANCEL_GRACE_SECONDS - 1,
+            limits.CANCEL_GRACE_SECONDS - 1,
             False,
             "requested",
             None,
@@ -316,7 +317,7 @@ def awaiting(give_up: float = 900.0, **changes: Any) -> RelayState:
             lambda: polling(
                 cancel_reason="requested", cancel_sent=True, cancel_requested_at=to_iso(T0)
             ),
-            decide.CANCEL_GRACE_SECONDS,
+            limits.CANCEL_GRACE_SECONDS,
             True,
             "requested",
             "failed",
@@ -332,33 +333,33 @@ def test_check_limits(
     final_status: str | None,
 ) -> None:
     subject: RelayState = state()
-    assert decide.check_limits(subject, at(now), []) is over
+    assert limits.check_limits(subject, at(now), []) is over
     assert subject.cancel_reason == cancel_reason
     assert subject.final_status == final_status
 
 
 def test_limit_due_only_while_no_cancel_is_asked() -> None:
-    assert not decide.limit_due(polling(), at(60))
-    assert decide.limit_due(polling(), at(DEADLINE_SECONDS))
-    assert decide.limit_due(awaiting(100), at(100))
-    assert not decide.limit_due(polling(cancel_reason="requested"), at(DEADLINE_SECONDS))
+    assert not limits.limit_due(polling(), at(60))
+    assert limits.limit_due(polling(), at(DEADLINE_SECONDS))
+    assert limits.limit_due(awaiting(100), at(100))
+    assert not limits.limit_due(polling(cancel_reason="requested"), at(DEADLINE_SECONDS))
 
 
 def test_next_poll_follows_the_schedule_and_stops_at_the_deadline() -> None:
     state = polling(schedule_step=3)
     expected = poll_wait_seconds(POLICY, 120.0, 3, state.submission_id, None)
-    assert decide.next_poll_at(state, POLICY, at(120)) == at(120 + expected)
-    assert decide.next_poll_at(polling(), POLICY, at(DEADLINE_SECONDS - 1)) == at(DEADLINE_SECONDS)
+    assert limits.next_poll_at(state, POLICY, at(120)) == at(120 + expected)
+    assert limits.next_poll_at(polling(), POLICY, at(DEADLINE_SECONDS - 1)) == at(DEADLINE_SECONDS)
 
 
 def test_while_awaiting_outputs_polls_are_rare_but_stop_at_the_give_up_time() -> None:
     rare = awaiting(10_000)
-    assert decide.next_poll_at(rare, POLICY, at(60)) == at(60 + decide.REQUIRES_ACTION_POLL_SECONDS)
+    assert limits.next_poll_at(rare, POLICY, at(60)) == at(60 + limits.REQUIRES_ACTION_POLL_SECONDS)
     stretched = awaiting(10_000, retry_after=None)
     stretched.retry_after = 400.0
-    assert decide.next_poll_at(stretched, POLICY, at(60)) == at(460)
+    assert limits.next_poll_at(stretched, POLICY, at(60)) == at(460)
     soon = awaiting(100)
-    assert decide.next_poll_at(soon, POLICY, at(60)) == at(100)
+    assert limits.next_poll_at(soon, POLICY, at(60)) == at(100)
 
 
 # --- caller events -------------------------------------------------------------------------

@@ -11,8 +11,9 @@ Every response must be 2xx or 4xx, every 4xx but the host's 401 a problem+json w
 is the response's, with a title and a detail, and every response must conform to
 docs/openapi.yaml. Where the outcome is decided by the request alone (the key, the size, the
 media type, an unknown id, a pristine valid body) the exact status is asserted too. The app
-runs with `ALLOWED_AGENTS` set to the bed's agent and caller threads off (the default), so
-valid bodies naming another agent or a thread are 403s.
+runs with `ALLOWED_AGENTS` set to the bed's two agents (a classic one and a Foundry one: valid
+bodies are drawn for both, with `agent`, `version` and `conversationId` for the latter) and
+caller threads off (the default), so valid bodies naming another agent or a thread are 403s.
 
 One bed for the module; no orchestration is driven once the fuzzing starts, so accepted
 submissions stay pending and the waiting one keeps waiting.
@@ -34,7 +35,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devhost.functions_host import DEFAULT_KEY
-from shared.core.submission import KNOWN_FIELDS, MAX_BODY_BYTES
+from shared.core.submission import (
+    AGENT_FIELDS,
+    AGENT_OWNED_FIELDS,
+    KNOWN_FIELDS,
+    MAX_BODY_BYTES,
+)
 from tests.app_settings import changed_settings
 from tests.e2e.test_openapi_conformance import (
     COMPLETED,
@@ -105,7 +111,8 @@ def fuzzed() -> Iterator[Fuzzed]:
             taken = {"agentId": bed.agent_id, "input": f"the fixture's {key}"}
             assert bed.post_run(taken, {"Idempotency-Key": key}).status_code == 202
         state = Fuzzed(bed, pending=pending, waiting=waiting, done=done)
-        with changed_settings(bed, ALLOWED_AGENTS=bed.agent_id):
+        allowed = f"{bed.agent_id},{bed.foundry_agent}"
+        with changed_settings(bed, ALLOWED_AGENTS=allowed):
             yield state
 
 
@@ -152,10 +159,18 @@ def pollings(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def submissions(draw: st.DrawFn, agent_id: str) -> dict[str, Any]:
-    """A body the documentation says is valid."""
-    # Mostly the allowed agent (ALLOWED_AGENTS), so that most valid bodies get past the 403.
-    body: dict[str, Any] = {"agentId": draw(st.sampled_from([agent_id] * 3) | agents_ids)}
+def submissions(draw: st.DrawFn, agent_id: str, foundry_agent: str) -> dict[str, Any]:
+    """A body the documentation says is valid: for a classic agent or a Foundry agent."""
+    # Mostly the allowed agents (ALLOWED_AGENTS), so that most valid bodies get past the 403.
+    foundry = draw(st.booleans())
+    body: dict[str, Any]
+    if foundry:
+        agent: dict[str, Any] = {"name": draw(st.sampled_from([foundry_agent] * 3) | agents_ids)}
+        if draw(st.booleans()):
+            agent["version"] = draw(st.none() | agents_ids)
+        body = {"agent": agent}
+    else:
+        body = {"agentId": draw(st.sampled_from([agent_id] * 3) | agents_ids)}
     if draw(st.booleans()):
         body["input"] = draw(non_blank)
     else:
@@ -167,19 +182,23 @@ def submissions(draw: st.DrawFn, agent_id: str) -> dict[str, Any]:
         messages.append({"content": draw(non_blank)} | ({"role": last_role} if last_role else {}))
         body["messages"] = messages
     optional: dict[str, st.SearchStrategy[Any]] = {
-        "threadId": st.none() | agents_ids,
-        "instructions": st.none() | non_blank,
         "metadata": st.none() | metadata,
         "deadlineSeconds": st.none() | st.integers(1, 604800),
         "polling": st.none() | pollings(),
     }
+    if foundry:
+        optional["conversationId"] = st.none() | agents_ids
+    else:
+        optional["threadId"] = st.none() | agents_ids
+        optional["instructions"] = st.none() | non_blank
     for name, strategy in optional.items():
         if draw(st.booleans()):
             body[name] = draw(strategy)
     return body
 
 
-SUBMISSION_FIELDS = sorted(KNOWN_FIELDS)
+# Mutations name the known fields, the `agent` object's, and those a Foundry agent owns.
+SUBMISSION_FIELDS = sorted(KNOWN_FIELDS | AGENT_FIELDS | AGENT_OWNED_FIELDS)
 DEEP = "\x00deep\x00"
 ODD_NUMBERS = ["1e400", "-1e400", "1e-400", "-0", "0.0", "1E5", "604800.0000001", "NaN"]
 ODD_NUMBERS += ["Infinity", "-Infinity", "01", ".5", "+1", "0x10", "1_000"]
@@ -595,7 +614,7 @@ def run(
 
 def test_fuzz_submit(fuzzed: Fuzzed) -> None:
     route = "POST /runs"
-    valid = submissions(fuzzed.bed.agent_id)
+    valid = submissions(fuzzed.bed.agent_id, fuzzed.bed.foundry_agent)
     strategy = st.tuples(
         bodies(valid, SUBMISSION_FIELDS),
         headers(idempotency=True),
@@ -608,6 +627,9 @@ def test_fuzz_submit(fuzzed: Fuzzed) -> None:
     def refused_field(data: bytes) -> str | None:
         """The field a pristine body is refused for (403), if it is."""
         decoded = json.loads(data)
+        if "agent" in decoded:
+            # A conversation is checked when the run starts (it needs the service).
+            return None if decoded["agent"]["name"] == fuzzed.bed.foundry_agent else "agent.name"
         if decoded["agentId"] != fuzzed.bed.agent_id:
             return "agentId"
         return "threadId" if decoded.get("threadId") is not None else None

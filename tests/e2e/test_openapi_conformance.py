@@ -31,9 +31,10 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from devhost.agents_service import RunScript
-from shared.core.submission import MAX_BODY_BYTES
+from devhost.foundry_service import ResponseScript
+from shared.core.submission import AGENT_OWNED_FIELDS, MAX_BODY_BYTES
 from tests.app_settings import changed_settings
-from tests.relay_bed import TERMINAL_SCRIPTS, RelayBed, relay_bed
+from tests.relay_bed import FOUNDRY_TERMINAL_SCRIPTS, TERMINAL_SCRIPTS, RelayBed, relay_bed
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -346,6 +347,13 @@ def submit(rec: Recorder, bed: RelayBed, note: str, **fields: Any) -> str:
     return str(exchange.json()["id"])
 
 
+def submit_foundry(rec: Recorder, bed: RelayBed, note: str, **fields: Any) -> str:
+    body = {"agent": {"name": bed.foundry_agent}, "input": "hello", **fields}
+    exchange = rec.http(bed, "POST", "/api/runs", body, note=note)
+    assert exchange.status == 202, exchange.response.get_body()
+    return str(exchange.json()["id"])
+
+
 def follow(rec: Recorder, bed: RelayBed, submission_id: str, note: str) -> Exchange:
     """GET before the orchestration ran, while it runs, and once it is over (and the 409s)."""
     rec.http(bed, "GET", runs(submission_id), note=f"{note}: pending")
@@ -487,6 +495,81 @@ def tool_output_scenarios(rec: Recorder, bed: RelayBed) -> None:
     bed.host.run_until_idle()
     exchange = rec.http(bed, "POST", runs(busy, "tool-outputs"), answer(["call_x"]), note="busy")
     assert exchange.status == 409
+
+
+def one_round_of_calls(body: dict[str, Any]) -> ResponseScript:
+    """A Foundry response asks for two calls; the one bringing their outputs answers."""
+    if any(i.get("type") == "function_call_output" for i in body.get("input") or []):
+        return ResponseScript(duration_seconds=10, output_text="12 °C in Oslo")
+    calls = [{"name": call["name"], "arguments": call["arguments"]} for call in TOOL_CALLS]
+    return ResponseScript(duration_seconds=20, function_calls=calls)
+
+
+def foundry_scenarios(rec: Recorder, bed: RelayBed) -> None:
+    """Foundry agents (`agent`): every ending, a version and a conversation with every optional
+    field, a round of tool calls, a confirmed cancel, an agent the deployment does not run."""
+    for status, script in FOUNDRY_TERMINAL_SCRIPTS.items():
+        bed.foundry.default_script = script
+        note = f"foundry {status}"
+        submission_id = submit_foundry(rec, bed, note, metadata={"ticket": "INC-3"})
+        final = follow(rec, bed, submission_id, note).json()
+        assert final["status"] == final["result"]["status"] == status
+        assert final["agentRun"]["api"] == final["result"]["api"] == "responses"
+
+    bed.foundry.default_script = FOUNDRY_TERMINAL_SCRIPTS["completed"]
+    agent = {"name": bed.foundry_agent, "version": "1"}
+    first = submit_foundry(rec, bed, "foundry conversation source", agent=agent)
+    conversation = bed.complete(first)["agentRun"]["conversationId"]
+    full = {
+        "agent": agent,
+        "conversationId": conversation,
+        "messages": [
+            {"role": "user", "content": "What is the capital of Norway?"},
+            {"role": "assistant", "content": "Oslo."},
+            {"content": "And its population?"},
+        ],
+        "metadata": {"ticket": "INC-4", "team": "ops"},
+        "deadlineSeconds": 7200,
+        "polling": {"initialSeconds": 1, "maxSeconds": 10, "multiplier": 2},
+    }
+    created = rec.http(bed, "POST", "/api/runs", full, note="foundry: every field")
+    assert created.status == 202
+    final = follow(rec, bed, created.json()["id"], "foundry: every field").json()
+    assert final["result"]["conversationId"] == conversation
+    assert final["result"]["agentVersion"] == "1"
+
+    bed.foundry.script_for = one_round_of_calls
+    waiting = submit_foundry(rec, bed, "foundry requires_action")
+    view = wait_for_requires_action(bed, waiting)
+    rec.http(bed, "GET", runs(waiting), note="foundry requires_action")
+    ids = [call["id"] for call in view["requiredAction"]["toolCalls"]]
+    path = runs(waiting, "tool-outputs")
+    assert (
+        rec.http(bed, "POST", path, answer(ids[:1]), note="foundry: a call missing").status == 400
+    )
+    assert rec.http(bed, "POST", path, answer(ids), note="foundry: answer").status == 202
+    final = follow(rec, bed, waiting, "foundry answered").json()
+    bed.foundry.script_for = None
+    assert final["status"] == "completed"
+    assert len(final["agentRun"]["responseIds"]) == 2
+
+    bed.foundry.default_script = ResponseScript(duration_seconds=3600)
+    running = submit_foundry(rec, bed, "foundry cancel while running")
+    bed.host.run_until_idle()
+    bed.host.advance_to_next_timer()
+    rec.http(bed, "GET", runs(running), note="foundry running")
+    assert rec.http(bed, "POST", runs(running, "cancel"), note="foundry cancel").status == 202
+    final = follow(rec, bed, running, "foundry cancelled").json()
+    assert final["result"]["cancellationReason"] == "requested"
+    assert final["result"]["cancelConfirmation"] == {
+        "firstRead": "cancelled",
+        "secondRead": "cancelled",
+    }
+
+    body = {"agent": {"name": "someone-else"}, "input": "x"}
+    with changed_settings(bed, ALLOWED_AGENTS=bed.foundry_agent):
+        other = rec.http(bed, "POST", "/api/runs", body, note="foundry agent not allowed")
+        assert (other.status, other.json()["field"]) == (403, "agent.name")
 
 
 def idempotency_scenarios(rec: Recorder, bed: RelayBed) -> None:
@@ -631,6 +714,7 @@ def exchanges(bed: RelayBed) -> list[Exchange]:
     rec = Recorder()
     lifecycle_scenarios(rec, bed)
     tool_output_scenarios(rec, bed)
+    foundry_scenarios(rec, bed)
     idempotency_scenarios(rec, bed)
     error_scenarios(rec, bed)
     forbidden_scenarios(rec, bed)
@@ -859,6 +943,7 @@ def test_problems_name_the_request_path_as_instance(exchanges: list[Exchange]) -
 
 AGENT = "asst_abc123"
 BASE = {"agentId": AGENT, "input": "x"}
+FOUNDRY = {"agent": {"name": "summarizer"}, "input": "x"}
 # (body, the app's verdict: None = accepted, else the `field` of the 400 problem).
 SUBMISSIONS: list[tuple[Any, str | None]] = [
     (BASE, None),
@@ -927,6 +1012,44 @@ SUBMISSIONS: list[tuple[Any, str | None]] = [
     ({**BASE, "polling": {"jitter": 0.1}}, "polling.jitter"),
     ({**BASE, "polling": 5}, "polling"),
     ({**BASE, "agentID": AGENT}, "agentID"),
+    ({**BASE, "conversationId": "conv_1"}, "conversationId"),
+    ({**BASE, "conversationId": None}, "conversationId"),
+    ({**BASE, "agent": {"name": "a"}}, "agentId"),
+    # Foundry agents (`agent`).
+    (FOUNDRY, None),
+    ({"agent": {"name": "a"}, "messages": [{"content": "x"}]}, None),
+    ({"agent": {"name": "a"}}, "input"),
+    ({**FOUNDRY, "agent": {"name": "summarizer", "version": "3"}}, None),
+    ({**FOUNDRY, "agent": {"name": "summarizer", "version": None}}, None),
+    ({**FOUNDRY, "agent": {"name": "a" * 63}}, None),
+    ({**FOUNDRY, "agent": {"name": "a" * 64}}, "agent.name"),
+    ({**FOUNDRY, "agent": {"name": "_a"}}, "agent.name"),
+    ({**FOUNDRY, "agent": {"name": "a/b"}}, "agent.name"),
+    ({**FOUNDRY, "agent": {"name": ""}}, "agent.name"),
+    ({**FOUNDRY, "agent": {"name": None}}, "agent.name"),
+    ({**FOUNDRY, "agent": {}}, "agent.name"),
+    ({**FOUNDRY, "agent": {"name": "a", "version": "1" * 64}}, None),
+    ({**FOUNDRY, "agent": {"name": "a", "version": "1" * 65}}, "agent.version"),
+    ({**FOUNDRY, "agent": {"name": "a", "version": "v 1"}}, "agent.version"),
+    ({**FOUNDRY, "agent": {"name": "a", "version": 3}}, "agent.version"),
+    ({**FOUNDRY, "agent": {"name": "a", "kind": "prompt"}}, "agent.kind"),
+    ({**FOUNDRY, "agent": "summarizer"}, "agent"),
+    ({**FOUNDRY, "agent": None}, "agent"),
+    ({**FOUNDRY, "agentId": AGENT}, "agentId"),
+    ({**FOUNDRY, "agentId": None}, "agentId"),
+    ({**FOUNDRY, "threadId": "thread_1"}, "threadId"),
+    ({**FOUNDRY, "threadId": None}, "threadId"),
+    ({**FOUNDRY, "instructions": None}, "instructions"),
+    *[({**FOUNDRY, name: "x"}, name) for name in sorted(AGENT_OWNED_FIELDS)],
+    ({**FOUNDRY, "conversationId": "conv_1.a-b"}, None),
+    ({**FOUNDRY, "conversationId": None}, None),
+    ({**FOUNDRY, "conversationId": "conv/1"}, "conversationId"),
+    ({**FOUNDRY, "conversationId": 1}, "conversationId"),
+    ({**FOUNDRY, "metadata": {f"k{i}": "v" for i in range(15)}}, None),
+    ({**FOUNDRY, "metadata": {f"k{i}": "v" for i in range(16)}}, "metadata"),
+    ({**FOUNDRY, "metadata": {"relay_x": "v"}}, "metadata.relay_x"),
+    ({**FOUNDRY, "deadlineSeconds": 60, "polling": {"initialSeconds": 2}}, None),
+    ({**FOUNDRY, "agentID": AGENT}, "agentID"),
     ([BASE], "body"),
     ("x", "body"),
     (None, "body"),
