@@ -28,7 +28,7 @@ from ..contract import (
     error_message,
 )
 from .report import event_payload, requires_action_event
-from .response_chain import hold_for_confirmation, is_responses, record_response
+from .response_chain import add_usage, hold_for_confirmation, is_responses, record_response
 from .run_status import REQUIRES_ACTION, RunPhase, classify_run_status
 from .schedule import TRANSIENT_RETRY_POLICY, next_wait_seconds
 from .state import RelayState, RequiredAction, awaiting_outputs
@@ -125,10 +125,13 @@ def run_ref(state: RelayState) -> RunRef:
 
 
 def set_run(state: RelayState, run: Any) -> None:
-    """The run's latest snapshot (for a Foundry agent, a new response joins the chain)."""
+    """The run's latest snapshot (for a Foundry agent, a new response joins the chain, and the
+    usage the previous one reported is carried)."""
+    previous = state.run
     state.run = run
-    if is_responses(state.submission):
-        record_response(state.response_chain, run)
+    appended = is_responses(state.submission) and record_response(state.response_chain, run)
+    if appended and previous is not None:
+        state.earlier_usage = add_usage(state.earlier_usage, previous.get("usage"))
 
 
 def tool_outputs_input(state: RelayState) -> ToolOutputsInput:

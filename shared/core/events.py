@@ -16,7 +16,9 @@ TOOL_ARGUMENTS_MAX_CHARS = 16 * 1024
 # All the tool calls' arguments of one AgentRunRequiresAction event together (UTF-8): however
 # many calls a run asks for, the event stays far below Event Grid's 1 MB limit.
 TOOL_ARGUMENTS_TOTAL_MAX_BYTES = 256 * 1024
-DATA_VERSION = "1.0"
+# 1.1: `api` and the Foundry agent fields (agentName, agentVersion, responseId,
+# conversationId, cancelConfirmation) were added; every 1.0 field is still there.
+DATA_VERSION = "1.1"
 # Keeps a whole event far below Event Grid's 1 MB limit and within one 64 KB billing unit in
 # the common case (metadata and errors are bounded separately).
 OUTPUT_TEXT_MAX_BYTES = 48 * 1024

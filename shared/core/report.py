@@ -15,7 +15,7 @@ from ..contract import (
     StatusRequiredAction,
 )
 from .events import RelayEvent, build_completed_event, build_requires_action_event
-from .response_chain import confirmation_field
+from .response_chain import add_usage, confirmation_field
 from .run_status import REQUIRES_ACTION
 from .state import RelayState, awaiting_outputs
 from .timefmt import from_iso, to_iso
@@ -77,7 +77,9 @@ def completed_event(state: RelayState) -> EventPayload:
         status=str(state.final_status),
         last_error=dict(state.final_error) if state.final_error else None,
         incomplete_details=run.get("incompleteDetails"),
-        usage=run.get("usage"),
+        usage=add_usage(state.earlier_usage, run.get("usage"))
+        if state.earlier_usage
+        else run.get("usage"),
         output_text=state.output_text,
         metadata=state.submission.get("metadata") or {},
         submitted_at=str(state.submitted_at),

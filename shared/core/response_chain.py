@@ -32,11 +32,26 @@ def is_responses(submission: Mapping[str, Any]) -> bool:
     return submission_api(submission) == API_RESPONSES  # type: ignore[arg-type]
 
 
-def record_response(chain: list[str], run: Mapping[str, Any] | None) -> None:
-    """Append the run's response id to the chain unless it is already the last one."""
+def record_response(chain: list[str], run: Mapping[str, Any] | None) -> bool:
+    """Append the run's response id to the chain unless it is already the last one; True if
+    it was appended (a new response of the chain)."""
     response_id = (run or {}).get("runId")
     if response_id and (not chain or chain[-1] != response_id):
         chain.append(str(response_id))
+        return True
+    return False
+
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def add_usage(
+    total: Mapping[str, Any] | None, usage: Mapping[str, Any] | None
+) -> dict[str, int] | None:
+    """Token counts of two parts of a chain added up (None when neither has any)."""
+    if not total and not usage:
+        return None
+    return {k: int((total or {}).get(k) or 0) + int((usage or {}).get(k) or 0) for k in USAGE_KEYS}
 
 
 def hold_for_confirmation(

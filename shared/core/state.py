@@ -90,6 +90,9 @@ class RelayState:
     stream_sequence: int | None = None
     uncertain_create: bool = False
     cancel_check: CancelCheck | None = None
+    # The token usage of the chain's earlier responses (each round of tool outputs starts a
+    # new response): the event reports the whole submission's.
+    earlier_usage: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

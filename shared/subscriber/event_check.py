@@ -28,8 +28,11 @@ def data_problems(data: Any) -> list[str]:
 
 def summary_line(event_id: str, data: dict[str, Any]) -> str:
     usage = data.get("usage") or {}
+    if data.get("api") == "responses":
+        what = f"response {data.get('responseId')} agent {data.get('agentName')}"
+    else:
+        what = f"run {data.get('runId')} agent {data.get('agentId')}"
     return (
-        f"AgentRunCompleted {event_id}: submission {data['submissionId']} run {data['runId']} "
-        f"agent {data['agentId']} status {data['status']} polls {data['polls']} "
-        f"tokens {usage.get('totalTokens', 0)}"
+        f"AgentRunCompleted {event_id}: submission {data['submissionId']} {what} "
+        f"status {data['status']} polls {data['polls']} tokens {usage.get('totalTokens', 0)}"
     )

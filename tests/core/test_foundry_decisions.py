@@ -123,3 +123,17 @@ def test_a_classic_event_has_the_new_fields_null() -> None:
     assert (data["agentId"], data["runId"], data["threadId"]) == ("asst_1", "run_1", "thread_1")
     assert data["agentName"] is data["responseId"] is data["conversationId"] is None
     assert data["cancelConfirmation"] is None
+
+
+def test_the_event_adds_up_the_usage_of_every_response_of_the_chain() -> None:
+    state = started()
+    asked = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    decide.after_poll(state, ok(response("requires_action", usage=asked)), at(5), [])
+    state.tool_outputs = [{"toolCallId": "call_1", "output": "x"}]
+    decide.after_tool_outputs(state, ok(response(response_id="resp_2")), at(10))
+    answered = {"prompt_tokens": 30, "completion_tokens": 7, "total_tokens": 37}
+    decide.after_poll(
+        state, ok(response("completed", response_id="resp_2", usage=answered)), at(20), []
+    )
+    usage = completed_event(state)["data"]["usage"]
+    assert usage == {"promptTokens": 40, "completionTokens": 12, "totalTokens": 52}

@@ -256,6 +256,21 @@ def test_make_start_without_core_tools_runs_the_app_and_delivers_the_event(
     view = get_json(accepted["statusUrl"], key)
     assert view["status"] == "completed"
 
+    # The banner's second curl: a Foundry echo agent through the Responses API backend.
+    foundry = [
+        line.strip()
+        for line in started.output.splitlines()
+        if line.strip().startswith("curl -i -X POST ") and '"agent"' in line
+    ]
+    assert foundry, "the banner shows a Foundry agent's curl"
+    status, accepted = send_curl(foundry[0])
+    assert status == 202
+    line = started.wait_for(rf"AgentRunCompleted .*{accepted['id']}", 60)
+    assert "status completed" in line
+    view = get_json(accepted["statusUrl"], key)
+    assert view["agentRun"]["api"] == "responses"
+    assert view["result"]["output"]["text"].endswith("hello")
+
     code = started.stop(signal.SIGINT)
     assert code != 0 or "offline services stopped" in started.output
     assert "offline services stopped" in started.output

@@ -1,22 +1,20 @@
-"""The fault suite's plan, driver and checks (see tests/e2e/test_fault_suite.py).
+"""The classic fault suite's plan and checks (see tests/e2e/test_fault_suite.py).
 
 A seeded plan of a few hundred submissions (durations, outcomes, tool calls, deadlines,
 cancels, thread continuations) is driven through the relay on one test bed while the Agents
-service, the Event Grid topic and the host inject faults. Time moves only through the host:
-the driver interleaves the planned HTTP calls with `advance` / `advance_to_next_timer`.
-Afterwards `check_submissions` lists every broken promise, one line per problem.
+service, the Event Grid topic and the host inject faults; the driver, shared with the Foundry
+suite, is tests/e2e/fault_suite_driver.py. Afterwards `check_submissions` lists every broken
+promise, one line per problem.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import math
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -24,11 +22,22 @@ import jsonschema
 from azure.ai.agents.models import ThreadMessageOptions
 
 from devhost.agents_service import FaultRule, RunScript, make_sync_client
-from devhost.functions_host import CrashPoint, HostStats
 from shared.core.timefmt import from_iso
+from tests.e2e.fault_suite_driver import (
+    TERMINAL,
+    Driver,
+    Submission,
+    SuiteReport,
+    ToolMode,
+    ToolPlan,
+    completed_events,
+    drive_under_faults,
+    suite_report,
+)
 from tests.relay_bed import EVENT_DATA_SCHEMA, RelayBed, relay_bed
 
-TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+__all__ = ["TERMINAL", "ClassicDriver", "Plan", "Report", "make_plan", "run_fault_suite"]
+
 UNKNOWN_AGENT = "asst_fault_suite_missing"
 # Read operations only: a "timeout" fault holds the answer for real (wall) seconds and then
 # applies the request, while the bed moves virtual time much faster. On a write this would
@@ -37,19 +46,8 @@ UNKNOWN_AGENT = "asst_fault_suite_missing"
 TIMEOUT_OPERATIONS = ("runs.get", "runs.list", "threads.list", "messages.list")
 WRITE_OPERATIONS = ("threads.create", "messages.create", "runs.create")
 
-ToolMode = Literal["answer", "twice_at_once", "twice_later", "wrong_then_answer", "never"]
-
 
 # Plan --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToolPlan:
-    mode: ToolMode
-    # Virtual seconds after the run asks for outputs before the client first looks.
-    react_after: float
-    # Also post outputs (again) long after the run ended.
-    late: bool
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,12 @@ class Plan:
         if self.script is None:
             return 0.0
         return self.script.queued_seconds + self.script.duration_seconds
+
+    @property
+    def tool_asks_at(self) -> float:
+        """Virtual seconds after the submission the run asks for tool outputs."""
+        assert self.script is not None
+        return self.script.queued_seconds + self.script.requires_action_after_seconds
 
 
 def _log_uniform(rng: random.Random, low: float, high: float) -> float:
@@ -111,8 +115,6 @@ def _final_script(rng: random.Random, duration: float) -> RunScript:
 # How many function calls a tool run asks for at once: mostly a few, sometimes many (their
 # arguments then 1 KB each, past what one custom status could list in full).
 TOOL_CALL_COUNTS = (1, 2, 3, 8, 12, 64)
-# Share of caller actions held back for an awkward moment (see Driver.armed).
-ARMED_SHARE = 0.8
 TOOL_CALL_WEIGHTS = (30, 25, 20, 10, 8, 7)
 
 
@@ -247,137 +249,8 @@ def agents_fault_rules() -> list[FaultRule]:
 # Driver ------------------------------------------------------------------------------------
 
 
-@dataclass
-class HttpCall:
-    at: datetime
-    kind: str  # submit, resubmit, status, cancel, tool_outputs, tool_outputs_wrong
-    status: int
-
-
-@dataclass
-class Submission:
-    plan: Plan
-    id: str = ""
-    thread_id: str | None = None
-    calls: list[HttpCall] = field(default_factory=list)
-    tool_call_ids: list[str] | None = None
-    finished_seen: bool = False
-
-
-class CrashPlan:
-    """Crashes the worker at a seeded share of every kind of crash point."""
-
-    def __init__(self, seed: int, rate: float) -> None:
-        self._rng = random.Random(f"crashes:{seed}")
-        self.rate = rate
-        self.by_kind: Counter[str] = Counter()
-        self.enabled = True
-
-    def __call__(self, point: CrashPoint) -> bool:
-        if not self.enabled or self._rng.random() >= self.rate:
-            return False
-        self.by_kind[point.kind] += 1
-        return True
-
-
-Action = Callable[[], None]
-
-
-class Driver:
-    def __init__(self, bed: RelayBed, plans: list[Plan], seed: int) -> None:
-        self.bed = bed
-        self.rng = random.Random(f"driver:{seed}")
-        self.start = bed.clock.now()
-        self.submissions = [Submission(plan) for plan in plans]
-        self.by_id: dict[str, Submission] = {}
-        self._queue: list[tuple[datetime, int, Action]] = []
-        self._seq = itertools.count()
-        self.http_calls: Counter[tuple[str, int]] = Counter()
-        self.loop_turns = 0
-        # Caller actions (cancels, tool outputs) held back to be sent at the next moment the
-        # runtime makes awkward: inside one of the submission's activities, or right after one
-        # of its timers fired (the TimerFired and the event then share a batch, which at a
-        # generation's end DTFx carries into the next generation).
-        self.armed: dict[tuple[str, str], list[Action]] = {}
-        self.injected: Counter[str] = Counter()
-
-    # caller actions at awkward moments ------------------------------------------------------
-    def arm_or_run(self, sub: Submission, action: Action) -> None:
-        draw = self.rng.random()
-        if draw < ARMED_SHARE / 2:
-            self.armed.setdefault(("activity", sub.id), []).append(action)
-        elif draw < ARMED_SHARE:
-            self.armed.setdefault(("timer", sub.id), []).append(action)
-        else:
-            action()
-
-    def _fire_armed(self, moment: str, submission_id: str | None, where: str) -> None:
-        actions = self.armed.pop((moment, str(submission_id)), None)
-        for action in actions or []:
-            self.injected[where] += 1
-            action()
-
-    def during_activity(self, name: str, payload: Any) -> None:
-        if not isinstance(payload, dict):
-            return
-        data = payload.get("data")
-        sid = payload.get("submissionId") or (data.get("submissionId") if data else None)
-        self._fire_armed("activity", sid, f"inside {name}")
-
-    def after_timer(self, point: CrashPoint) -> None:
-        if point.kind == "after_timer_fired":
-            self._fire_armed("timer", point.instance_id, "after a timer fired")
-
-    def fire_leftovers(self) -> None:
-        """Actions whose moment never came (the instance finished first): send them now."""
-        for moment, sid in list(self.armed):
-            self._fire_armed(moment, sid, "after the end")
-
-    # scheduling ------------------------------------------------------------------------------
-    def at(self, moment: datetime, action: Action) -> None:
-        heapq.heappush(self._queue, (moment, next(self._seq), action))
-
-    def after(self, seconds: float, action: Action) -> None:
-        self.at(self.bed.clock.now() + timedelta(seconds=seconds), action)
-
-    def run(self, status_probe_rate: float) -> None:
-        for sub in self.submissions:
-            self.at(self.start + timedelta(seconds=sub.plan.arrive_at), self._submit_action(sub))
-        self.drive(status_probe_rate)
-
-    def drive(self, status_probe_rate: float) -> None:
-        """Interleave the queued actions with the host's work until nothing is left."""
-        host, clock = self.bed.host, self.bed.clock
-        while True:
-            self.loop_turns += 1
-            host.run_until_idle()
-            next_timer = host.next_timer_at()
-            if self._queue and (next_timer is None or self._queue[0][0] <= next_timer):
-                moment = self._queue[0][0]
-                host.advance(max(0.0, (moment - clock.now()).total_seconds()))
-                while self._queue and self._queue[0][0] <= clock.now():
-                    _, _, action = heapq.heappop(self._queue)
-                    action()
-            elif next_timer is not None:
-                host.advance_to_next_timer()
-            else:
-                return
-            if self.by_id and self.rng.random() < status_probe_rate:
-                self.status(self.rng.choice(list(self.by_id.values())))
-
-    # HTTP ------------------------------------------------------------------------------------
-    def _record(self, sub: Submission, kind: str, status: int) -> None:
-        sub.calls.append(HttpCall(self.bed.clock.now(), kind, status))
-        self.http_calls[(kind, status)] += 1
-
-    def _post(self, path: str, body: Any) -> tuple[int, Any]:
-        response = self.bed.host.http(
-            "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"}
-        )
-        raw = response.get_body()
-        return response.status_code, json.loads(raw) if raw else None
-
-    def _body(self, sub: Submission) -> dict[str, Any]:
+class ClassicDriver(Driver[Plan]):
+    def body(self, sub: Submission[Plan]) -> dict[str, Any]:
         plan = sub.plan
         agent_id = UNKNOWN_AGENT if plan.kind == "unknown_agent" else self.bed.agent_id
         body: dict[str, Any] = {"agentId": agent_id, **plan.body_extras}
@@ -387,113 +260,8 @@ class Driver:
             body["deadlineSeconds"] = plan.deadline_seconds
         return body
 
-    def _submit_action(self, sub: Submission) -> Action:
-        def submit() -> None:
-            response = self.bed.post_run(
-                self._body(sub), headers={"Idempotency-Key": sub.plan.idempotency_key}
-            )
-            self._record(sub, "submit", response.status_code)
-            if response.status_code != 202:
-                return
-            sub.id = str(json.loads(response.get_body())["id"])
-            self.by_id[sub.id] = sub
-            for offset in sub.plan.cancel_at:
-                self.after(offset, lambda: self.arm_or_run(sub, lambda: self.cancel(sub)))
-            if sub.plan.repost_after is not None:
-                self.after(sub.plan.repost_after, lambda: self.resubmit(sub))
-            tool, script = sub.plan.tool, sub.plan.script
-            if tool is not None and script is not None:
-                asks_at = script.queued_seconds + script.requires_action_after_seconds
-                self.after(asks_at + tool.react_after, lambda: self.watch_tools(sub))
-                if tool.late:
-                    self.after(asks_at + sub.plan.run_length + 3600, lambda: self.late_tools(sub))
-
-        return submit
-
-    def resubmit(self, sub: Submission) -> None:
-        response = self.bed.post_run(
-            self._body(sub), headers={"Idempotency-Key": sub.plan.idempotency_key}
-        )
-        self._record(sub, "resubmit", response.status_code)
-        if response.status_code == 202:
-            assert json.loads(response.get_body())["id"] == sub.id, "a repost made a new id"
-
-    def status(self, sub: Submission) -> dict[str, Any] | None:
-        response = self.bed.host.http("GET", f"/api/runs/{sub.id}")
-        self._record(sub, "status", response.status_code)
-        if response.status_code != 200:
-            return None
-        view: dict[str, Any] = json.loads(response.get_body())
-        if view.get("event") or view.get("status") in TERMINAL:
-            sub.finished_seen = True
-        return view
-
-    def cancel(self, sub: Submission) -> None:
-        status, _ = self._post(f"/api/runs/{sub.id}/cancel", None)
-        self._record(sub, "cancel", status)
-
-    def _outputs(self, ids: list[str]) -> dict[str, Any]:
-        return {"toolOutputs": [{"toolCallId": i, "output": f"result of {i}"} for i in ids]}
-
-    def post_tools(self, sub: Submission, ids: list[str], kind: str = "tool_outputs") -> int:
-        status, _ = self._post(f"/api/runs/{sub.id}/tool-outputs", self._outputs(ids))
-        self._record(sub, kind, status)
-        return status
-
-    def watch_tools(self, sub: Submission) -> None:
-        """A client that reacts to the run asking for outputs (it looks every 10-60 s)."""
-        tool = sub.plan.tool
-        assert tool is not None
-        view = self.status(sub)
-        if view is None or sub.finished_seen:
-            return
-        action = view.get("requiredAction")
-        if view.get("status") != "requires_action" or not action:
-            self.after(self.rng.uniform(10, 60), lambda: self.watch_tools(sub))
-            return
-        ids = [call["id"] for call in action["toolCalls"]]
-        if action.get("truncated"):
-            ids = self._announced_ids(sub) or ids
-        sub.tool_call_ids = ids
-        if tool.mode == "never":
-            return
-        if tool.mode == "wrong_then_answer":
-            self.post_tools(sub, ids[1:] or ["call_nobody_asked_for"], "tool_outputs_wrong")
-        self.arm_or_run(sub, lambda: self._answer(sub, ids))
-
-    def _announced_ids(self, sub: Submission) -> list[str]:
-        """The calls of the newest AgentRunRequiresAction (the status may list only some)."""
-        announced = [
-            e for e in self.bed.events_for(sub.id) if e.get("eventType") == "AgentRunRequiresAction"
-        ]
-        return [call["id"] for call in announced[-1]["data"]["toolCalls"]] if announced else []
-
-    def _answer(self, sub: Submission, ids: list[str]) -> None:
-        tool = sub.plan.tool
-        assert tool is not None
-        self.post_tools(sub, ids)
-        if tool.mode == "twice_at_once":
-            self.post_tools(sub, ids)
-        elif tool.mode == "twice_later":
-            self.after(self.rng.uniform(0.5, 40), lambda: self._post_tools_again(sub, ids))
-
-    def _post_tools_again(self, sub: Submission, ids: list[str]) -> None:
-        self.post_tools(sub, ids)
-
-    def late_tools(self, sub: Submission) -> None:
-        self.post_tools(sub, sub.tool_call_ids or ["call_late"])
-
 
 # Checks ------------------------------------------------------------------------------------
-
-
-def completed_events(bed: RelayBed) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {}
-    for received in bed.topic.events:
-        event = received.event
-        if event.get("eventType") == "AgentRunCompleted":
-            found.setdefault(str(event["data"]["submissionId"]), []).append(event)
-    return found
 
 
 def _terminal_at(run: dict[str, Any]) -> float | None:
@@ -504,7 +272,7 @@ def _terminal_at(run: dict[str, Any]) -> float | None:
     return float(max(known)) if known else None
 
 
-def check_submissions(bed: RelayBed, driver: Driver) -> tuple[list[str], Counter[str]]:
+def check_submissions(bed: RelayBed, driver: ClassicDriver) -> tuple[list[str], Counter[str]]:
     """Every promise the relay makes, for every submission: (problems, outcome counts)."""
     problems: list[str] = []
     outcomes: Counter[str] = Counter()
@@ -588,7 +356,7 @@ def check_submissions(bed: RelayBed, driver: Driver) -> tuple[list[str], Counter
 
 
 def _check_reason(
-    sub: Submission,
+    sub: Submission[Plan],
     data: dict[str, Any],
     run: dict[str, Any] | None,
     cancels_by_run: dict[str, list[datetime]],
@@ -642,49 +410,19 @@ def _check_reason(
 
 
 @dataclass
-class Report:
-    submissions: int
+class Report(SuiteReport):
     runs: int
-    unfinished: list[str]
-    http_errors: list[BaseException]
-    problems: list[str]
-    outcomes: Counter[str]
-    relay_requests: int
-    faulted_requests: int
     agents_faults: dict[str, int]
-    topic_faults: dict[str, int]
-    publishes: int
-    events_accepted: int
-    distinct_completed_ids: int
-    crashes: Counter[str]
-    host_stats: HostStats
-    http_calls: Counter[tuple[str, int]]
-    injected: Counter[str]
     tool_call_counts: Counter[int]
-    virtual_time: timedelta
-    lines: list[str] = field(default_factory=list)
 
     def summary(self, seed: int, wall_seconds: float) -> list[str]:
-        stats = self.host_stats
-        http = {f"{kind} {status}": n for (kind, status), n in sorted(self.http_calls.items())}
         return [
             f"fault suite (seed {seed}): {self.submissions} submissions, {self.runs} agent runs, "
             f"virtual time {self.virtual_time}, wall {wall_seconds:.1f} s",
             f"  outcomes: {dict(sorted(self.outcomes.items()))}",
             f"  Agents calls by the relay: {self.relay_requests}, faulted {self.faulted_requests}"
-            f" ({self.faulted_requests / max(1, self.relay_requests):.1%}): "
-            f"{dict(sorted(self.agents_faults.items()))}",
-            f"  Event Grid: {self.publishes} publish requests, faults {self.topic_faults}, "
-            f"{self.events_accepted} events accepted, {self.distinct_completed_ids} distinct "
-            "AgentRunCompleted ids",
-            f"  host: {stats.crashes} crashes {dict(sorted(self.crashes.items()))}, "
-            f"{stats.duplicate_executions} duplicate activity executions, {stats.episodes} "
-            f"episodes, {stats.timers_fired} timers fired",
-            f"  activity executions: {dict(sorted(stats.activity_executions.items()))}",
-            f"  HTTP calls by status: {http}",
-            f"  caller actions at awkward moments: {dict(sorted(self.injected.items()))}; "
-            f"{stats.continued_as_new} generations continued as new, {stats.events_carried} "
-            "events carried into the next",
+            f" ({self.fault_share}): {dict(sorted(self.agents_faults.items()))}",
+            *self.runtime_lines(),
             f"  tool runs by calls asked at once: {dict(sorted(self.tool_call_counts.items()))}",
         ]
 
@@ -697,11 +435,11 @@ def run_fault_suite(
     crash_rate: float,
     status_probe_rate: float,
     settings: dict[str, str],
-    inspect: Callable[[RelayBed, Driver], None] | None = None,
+    inspect: Callable[[RelayBed, ClassicDriver], None] | None = None,
 ) -> Report:
     plans = make_plan(seed, count, burst=burst)
     with relay_bed(settings=settings) as bed:
-        driver = Driver(bed, plans, seed)
+        driver = ClassicDriver(bed, plans, seed)
 
         def script_for(body: dict[str, Any], _thread_id: str) -> RunScript | None:
             metadata = body.get("metadata")
@@ -719,52 +457,26 @@ def run_fault_suite(
                     sub.thread_id = thread.id
         faults_from = len(bed.agents.requests)
         bed.agents.faults.extend(agents_fault_rules())
-        bed.topic.refuse_until(bed.clock.now() + timedelta(minutes=30))
-        bed.host.duplicate_activities = True
-        crashes = CrashPlan(seed, crash_rate)
+        crashes = drive_under_faults(bed, driver, seed, crash_rate, status_probe_rate)
 
-        def after_timer_then_crash(point: CrashPoint) -> bool:
-            driver.after_timer(point)
-            return crashes(point)
-
-        bed.host.crash_when = after_timer_then_crash
-        bed.host.during_activity = driver.during_activity
-
-        driver.run(status_probe_rate)
-        driver.fire_leftovers()
-        bed.host.during_activity = None
-        driver.drive(status_probe_rate)
-
-        crashes.enabled = False
         problems, outcomes = check_submissions(bed, driver)
         if inspect is not None:
             inspect(bed, driver)
         relay_requests = bed.agents.requests[faults_from:]
-        completed = completed_events(bed)
         return Report(
-            submissions=len(driver.submissions),
+            **suite_report(
+                bed,
+                driver,
+                crashes,
+                problems,
+                outcomes,
+                (len(relay_requests), sum(1 for r in relay_requests if r.fault)),
+            ),
             runs=len(bed.agents.runs),
-            unfinished=[
-                v.instance_id for v in bed.host.instances() if v.runtime_status != "Completed"
-            ],
-            http_errors=list(bed.host.http_errors),
-            problems=problems,
-            outcomes=outcomes,
-            relay_requests=len(relay_requests),
-            faulted_requests=sum(1 for r in relay_requests if r.fault),
             agents_faults=dict(bed.agents.fault_counts),
-            topic_faults=bed.topic.fault_counts,
-            publishes=len(bed.topic.publish_requests),
-            events_accepted=len(bed.topic.events),
-            distinct_completed_ids=sum(len({e["id"] for e in v}) for v in completed.values()),
-            crashes=crashes.by_kind,
-            host_stats=bed.host.stats,
-            http_calls=driver.http_calls,
-            injected=driver.injected,
             tool_call_counts=Counter(
                 len(sub.plan.script.requires_action or [])
                 for sub in driver.submissions
                 if sub.plan.kind == "tool" and sub.plan.script is not None
             ),
-            virtual_time=bed.clock.now() - driver.start,
         )

@@ -374,7 +374,7 @@ def test_throttling_is_waited_out_on_durable_timers_with_the_service_hint() -> N
         ({"agent": {"name": "a"}, "input": "x", "text": {}}, "text"),
         ({"agent": {"name": "a"}, "input": "x", "threadId": "thread_1"}, "threadId"),
         ({"agent": {"name": ""}, "input": "x"}, "agent.name"),
-        ({"agent": {"name": "a/../b"}, "input": "x"}, "agent.name"),
+        ({"agent": {"name": "a/b"}, "input": "x"}, "agent.name"),
         ({"agent": {"name": "a", "version": 3}, "input": "x"}, "agent.version"),
         ({"agent": {"name": "a", "kind": "prompt"}, "input": "x"}, "agent.kind"),
         ({"agent": "a", "input": "x"}, "agent"),

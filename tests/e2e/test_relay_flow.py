@@ -25,7 +25,7 @@ def assert_valid_event(event: dict[str, Any], schema: str) -> dict[str, Any]:
     if schema == "eventgrid":
         parsed = EventGridEvent.from_dict(event)
         assert parsed.event_type == "AgentRunCompleted"
-        assert parsed.data_version == "1.0"
+        assert parsed.data_version == "1.1"
         data: Any = parsed.data
     else:
         cloud: CloudEvent[Any] = CloudEvent.from_dict(event)
