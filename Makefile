@@ -168,6 +168,8 @@ start: $(PIP_STAMP) $(NPM_STAMP) $(SETTINGS)
 	  if [ -n "$$use_func" ]; then \
 	    echo; echo "Offline mode. Submit a run (the echo agent answers in about 3 s):"; \
 	    $(PY) -c "import json; print('  ' + json.load(open('$(OFFLINE_DIR)/services.json'))['curl'])"; \
+	    echo "or to a Foundry echo agent (Responses API; FOUNDRY_PROJECT_ENDPOINT in $(SETTINGS)):"; \
+	    $(PY) -c "import json; print('  ' + json.load(open('$(OFFLINE_DIR)/services.json')).get('foundryCurl', '(not started)'))"; \
 	    echo "then GET the statusUrl it returns (with the same host), and watch this terminal for"; \
 	    echo "the sample subscriber's 'AgentRunCompleted ...' line (on_agent_run_completed)."; echo; \
 	  fi; \
