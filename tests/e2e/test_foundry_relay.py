@@ -405,3 +405,39 @@ def test_allowed_agents_applies_to_foundry_agent_names() -> None:
         refused = bed.post_run({"agent": {"name": "someone-else"}, "input": "x"})
         assert refused.status_code == 403
         assert json.loads(refused.get_body())["field"] == "agent.name"
+
+
+# Fast path ---------------------------------------------------------------------------------------
+# Streams hold real time (the service's clock follows the wall while one is open): short runs.
+
+
+def test_a_quick_response_on_a_dropped_stream_is_resumed_and_published_with_zero_polls() -> None:
+    with relay_bed(settings={"FAST_PATH_SECONDS": "3"}) as bed:
+        bed.foundry.default_script = ResponseScript(
+            queued_seconds=0.02, duration_seconds=0.2, output_text="fast", stream_drop_after=2
+        )
+        submission_id = bed.submit_foundry()
+        bed.host.run_until_idle()  # no timer fires: the start activity saw the end
+        view = bed.status(submission_id)
+        assert view["status"] == "completed"
+        assert view["polls"] == 0
+        (resume,) = bed.foundry.calls("responses.retrieve")
+        assert resume.query == {"stream": "true", "starting_after": "2"}
+        data = the_event(bed, submission_id)["data"]
+        assert data["output"]["text"] == "fast"
+        assert data["polls"] == 0
+        assert len(bed.foundry.responses) == 1
+
+
+def test_a_longer_response_falls_back_to_the_durable_schedule() -> None:
+    with relay_bed(settings={"FAST_PATH_SECONDS": "0.3"}) as bed:
+        bed.foundry.default_script = ResponseScript(queued_seconds=0.02, duration_seconds=120)
+        submission_id = bed.submit_foundry()
+        bed.host.run_until_idle()
+        assert bed.status(submission_id)["status"] == "running"
+        final = bed.complete(submission_id)
+        assert final["status"] == "completed"
+        assert final["polls"] > 0
+        assert len(bed.foundry.responses) == 1
+        (create,) = bed.foundry.calls("responses.create")
+        assert create.body["stream"] is True
