@@ -79,25 +79,15 @@ async def create(
 async def create(
     client: AsyncOpenAI, request: CreateRequest, stream: bool = False
 ) -> Response | AsyncStream[ResponseStreamEvent]:
-    items = cast("ResponseInputParam", request.input)
-    extra = {"agent_reference": request.agent}
-    if stream:
-        return await client.responses.create(
-            input=items,
-            conversation=request.conversation,
-            background=True,
-            store=True,
-            metadata=request.metadata,
-            stream=True,
-            extra_body=extra,
-        )
     return await client.responses.create(
-        input=items,
+        input=cast("ResponseInputParam", request.input),
         conversation=request.conversation,
         background=True,
         store=True,
         metadata=request.metadata,
-        extra_body=extra,
+        # `stream` is sent only when true (the SDK leaves an omitted one out of the body).
+        stream=True if stream else openai.omit,
+        extra_body={"agent_reference": request.agent},
     )
 
 
