@@ -7,14 +7,17 @@ from collections.abc import Sequence
 from shared.adapters.settings import DEFAULT_FAST_PATH_SECONDS
 
 from .baseline_runs import HostBaselineRun
+from .foundry_runs import FoundryRun
 from .relay_runs import RelayRun
-from .results import FastPathCheck, StrategyResult
+from .results import FastPathCheck, RunPair, StrategyResult
 from .schedules import (
+    DEFAULT_POLICY,
     RelaySchedule,
     simulate,
     tenacity_detects,
     to_micros,
 )
+from .targets import DELAY_TOLERANCE
 from .wallclock import FastPathRun
 from .workload import WorkloadRun
 
@@ -53,14 +56,16 @@ def _check_tenacity(runs: Sequence[WorkloadRun], result: StrategyResult) -> None
 FAST_PATH_SLACK_US = 250_000
 
 
-def _check_fast_path(runs: Sequence[FastPathRun]) -> list[FastPathCheck]:
+def _check_fast_path(
+    runs: Sequence[FastPathRun], window: float = DEFAULT_FAST_PATH_SECONDS
+) -> list[FastPathCheck]:
     """The simulator's fast path must predict the real app's wall-clock runs.
 
     Streams run on the wall clock, so the fallback lands a few ms after the window: the
     detection instant may differ by that much, and the poll count must match unless a
     simulated check falls within that slack of the run's end.
     """
-    schedule = RelaySchedule(fast_path_seconds=DEFAULT_FAST_PATH_SECONDS)
+    schedule = RelaySchedule(fast_path_seconds=window)
     checks = []
     for run in runs:
         simulated = simulate(schedule, run.duration, run.submission_id)
@@ -90,4 +95,64 @@ def _check_host_baselines(results: Sequence[HostBaselineRun]) -> None:
             raise AssertionError(f"history events differ from the DTFx shape for {r}")
 
 
-# ------------------------------------------------------------------------------ run
+# ------------------------------------------------------------------------------ Foundry
+
+
+def as_fast_path_run(run: FoundryRun) -> FastPathRun:
+    return FastPathRun(
+        run.duration, run.polls, run.delay, run.status, run.submission_id, run.detected_us
+    )
+
+
+def check_foundry_durable(pairs: Sequence[RunPair]) -> None:
+    """Every response detected once, by polls only (no stream with the fast path off)."""
+    for pair in pairs:
+        run = pair.foundry
+        problems = []
+        if run.status != "completed":
+            problems.append(f"status {run.status}")
+        if run.responses != 1:
+            problems.append(f"{run.responses} responses")
+        if run.event_polls != run.polls or run.polls == 0:
+            problems.append(f"polls {run.polls} (event {run.event_polls})")
+        if run.resumes or run.last_sequence is not None:
+            problems.append("streamed with the fast path off")
+        if not 0 <= run.delay <= DEFAULT_POLICY.max_seconds + DELAY_TOLERANCE:
+            problems.append(f"delay {run.delay}")
+        if problems:
+            raise AssertionError(
+                f"Foundry run {run.index} ({run.duration} s): " + "; ".join(problems)
+            )
+
+
+def check_foundry_fast_path(runs: Sequence[FoundryRun], window: float) -> list[FastPathCheck]:
+    """Every response detected; a dropped stream resumed, never reopened from its start; a
+    response ending inside the window published from the stream (0 polls, its terminal event
+    seen); the rest as the simulator predicts (as for classic, checks._check_fast_path)."""
+    for run in runs:
+        problems = []
+        if run.status != "completed" or run.responses != 1:
+            problems.append(f"status {run.status}, {run.responses} responses")
+        if run.delay < 0:
+            problems.append(f"delay {run.delay}")
+        if run.drop_after is None and run.resumes:
+            problems.append(f"{run.resumes} resumes of a stream that was not cut")
+        if run.drop_after is not None and run.resumes < 1:
+            problems.append("its stream was cut and never resumed")
+        if run.last_sequence is None or (
+            run.drop_after is not None and run.last_sequence < run.drop_after
+        ):
+            problems.append(f"last event seen {run.last_sequence}")
+        # Well inside the window, whatever the wall clock does: no poll, the end on the stream.
+        if run.duration < window / 2 and (
+            run.polls != 0 or run.last_sequence != run.final_sequence
+        ):
+            problems.append(
+                f"{run.polls} polls, last event {run.last_sequence} of {run.final_sequence}"
+            )
+        if problems:
+            raise AssertionError(
+                f"Foundry fast path {run.duration} s (drop after {run.drop_after}): "
+                + "; ".join(problems)
+            )
+    return _check_fast_path([as_fast_path_run(r) for r in runs], window)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from shared.adapters.settings import DEFAULT_POLLS_PER_GENERATION
+from shared.adapters.settings import DEFAULT_FAST_PATH_SECONDS, DEFAULT_POLLS_PER_GENERATION
 
 from .frontier import (
     GRID_FAST_PATH,
@@ -45,6 +45,15 @@ class BenchConfig:
     grid_fast_path: tuple[float, ...] = GRID_FAST_PATH
     exact_seeds: int = 300  # submission ids for the exact all-durations target check
     exact_horizon: float = 6 * 3600.0
+    # The Foundry backend (bench/backends.py): the workload's runs through it too (with
+    # `foundry_tail_every` = n > 1, only every n-th heavy-tail run by duration), and its fast
+    # path on the wall clock, each response with and without its stream cut after event
+    # `foundry_drop_after` (half-way: see foundry_runs.measure_foundry_fast_path).
+    foundry: bool = True  # False: classic only (no Backends section)
+    foundry_tail_every: int = 1
+    foundry_fast_path_durations: tuple[float, ...] = (3.0, 15.0)
+    foundry_fast_path_window: float = DEFAULT_FAST_PATH_SECONDS
+    foundry_drop_after: int = 1
 
 
 QUICK = BenchConfig(
@@ -67,6 +76,7 @@ QUICK = BenchConfig(
     grid_jitter=(0.1,),
     exact_seeds=5,
     exact_horizon=3600.0,
+    foundry_fast_path_durations=(),
 )
 
 # The full benchmark (`make bench`).

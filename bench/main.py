@@ -11,10 +11,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 from shared.adapters.settings import DEFAULT_FAST_PATH_SECONDS
 
+from .backends import _foundry_wall_job, backends_result, foundry_subset
 from .baseline_runs import run_baselines_on_host
 from .checks import _check_fast_path, _check_host_baselines, _check_ours, _check_tenacity
 from .client_reuse import measure_client_reuse
 from .config import FULL, BenchConfig
+from .foundry_runs import FoundryShard, run_foundry_workload
 from .frontier import (
     compare,
     evaluate,
@@ -98,6 +100,13 @@ def run(config: BenchConfig = FULL, log: Callable[[str], None] = print) -> Resul
         neighbourhood_future = runner.submit(_neighbourhood_job, config, pairs)
         exact_future = runner.submit(_exact_job, config)
         exact_fast_future = runner.submit(_exact_job, config, DEFAULT_FAST_PATH_SECONDS)
+        # The Foundry backend: the same runs (same submission ids), and its fast path.
+        foundry_runs = foundry_subset(config, runs) if config.foundry else []
+        foundry_wall_future = wall_runner.submit(_foundry_wall_job, config)
+        foundry_futures = [
+            runner.submit(run_foundry_workload, shard)
+            for shard in _shards(foundry_runs, config.shards)
+        ]
 
         shards: list[ShardResult] = [f.result() for f in shard_futures]
         timings["workload (real orchestrator)"] = time.perf_counter() - started
@@ -109,8 +118,10 @@ def run(config: BenchConfig = FULL, log: Callable[[str], None] = print) -> Resul
         exact_fast = exact_fast_future.result()
         can_contexts = can_future.result()
         no_can_contexts = no_can_future.result()
+        foundry_shards: list[FoundryShard] = [f.result() for f in foundry_futures]
         timings["virtual-time jobs"] = time.perf_counter() - started
         wall, fast_path = wall_future.result()
+        foundry_fast_path = foundry_wall_future.result()
         log(f"bench: parallel jobs done after {time.perf_counter() - started:.0f} s")
     finally:
         for executor in (pool, wall_pool):
@@ -156,6 +167,22 @@ def run(config: BenchConfig = FULL, log: Callable[[str], None] = print) -> Resul
     )
     baseline_points = [evaluate(s, pairs) for s in base]
     fast_path_checks = _check_fast_path(fast_path)
+    foundry_calls: Counter[str] = Counter()
+    for foundry_shard in foundry_shards:
+        foundry_calls.update(foundry_shard.calls)
+    foundry_by_index = {m.index: m for shard in foundry_shards for m in shard.runs}
+    backends = (
+        None
+        if not config.foundry
+        else backends_result(
+            config,
+            runs,
+            measured,
+            [foundry_by_index[i] for i in sorted(foundry_by_index)],
+            dict(foundry_calls),
+            foundry_fast_path,
+        )
+    )
     frontier = FrontierResult(
         family=family,
         default=default_point,
@@ -204,4 +231,5 @@ def run(config: BenchConfig = FULL, log: Callable[[str], None] = print) -> Resul
         with_tenacity=with_tenacity,
         timings=timings,
         cpu_count=os.cpu_count() or 0,
+        backends=backends,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .baseline_runs import HostBaselineRun
 from .client_reuse_result import ClientReuseResult
 from .config import BenchConfig
+from .foundry_runs import FoundryRun
 from .frontier import (
     Dominance,
     Point,
@@ -66,6 +67,30 @@ class FastPathCheck:
     simulated: Outcome
 
 
+@dataclass(frozen=True)
+class RunPair:
+    """One workload run on both backends (same submission id)."""
+
+    classic: RelayRun
+    foundry: FoundryRun
+
+    @property
+    def same(self) -> bool:
+        c, f = self.classic, self.foundry
+        return (c.polls, c.detected_us, c.delay) == (f.polls, f.detected_us, f.delay)
+
+
+@dataclass(frozen=True)
+class BackendsResult:
+    pairs: list[RunPair]  # the runs measured on both backends, in workload order
+    subset: str  # which of the workload's runs went through Foundry too
+    foundry_calls: dict[str, int]  # every operation the Foundry service saw, by name
+    targets: TargetCheck  # the targets on the Foundry runs
+    window: float  # FAST_PATH_SECONDS of the fast-path runs
+    fast_path: list[FoundryRun]  # each duration without, then with, a dropped stream
+    fast_path_checks: list[FastPathCheck]  # aligned with fast_path
+
+
 @dataclass
 class Results:
     config: BenchConfig
@@ -90,6 +115,7 @@ class Results:
     with_tenacity: bool
     timings: dict[str, float] = field(default_factory=dict)
     cpu_count: int = 0
+    backends: BackendsResult | None = None  # the Foundry backend beside the classic one
 
 
 # ------------------------------------------------------------------------------ jobs

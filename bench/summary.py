@@ -9,6 +9,30 @@ from .results import Results
 from .workload import format_duration
 
 
+def _backends(results: Results) -> list[str]:
+    b = results.backends
+    if b is None:
+        return []
+    lines = []
+    if b.pairs:
+        same = sum(p.same for p in b.pairs)
+        foundry = statistics.fmean(p.foundry.polls for p in b.pairs)
+        classic = statistics.fmean(p.classic.polls for p in b.pairs)
+        worst = max(p.foundry.delay for p in b.pairs)
+        lines.append(
+            f"Foundry backend on {len(b.pairs)} runs: {foundry:.2f} polls/run (classic "
+            f"{classic:.2f}), worst delay {worst:.3f} s, identical to classic on {same}"
+        )
+    for f in b.fast_path:
+        cut = "followed" if f.drop_after is None else f"cut after event {f.drop_after}"
+        lines.append(
+            f"Foundry fast path {format_duration(f.duration)} ({cut}): {f.polls} polls, "
+            f"delay {f.delay:.3f} s, {f.resumes} resumes, last event {f.last_sequence}/"
+            f"{f.final_sequence}"
+        )
+    return lines
+
+
 def summary(results: Results) -> str:
     lines = ["", "=== agent-run relay benchmarks ==="]
     round_runs = [i for i, r in enumerate(results.runs) if r.group == "round"]
@@ -56,6 +80,7 @@ def summary(results: Results) -> str:
         lines.append(
             f"fast path {format_duration(f.duration)}: {f.polls} polls, delay {f.delay:.3f} s"
         )
+    lines += _backends(results)
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in results.timings.items())
     lines.append(f"timings: {timing}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from ..baseline_runs import durable_history_events
 from ..results import Results
 from ..schedules import DEFAULT_POLICY, MONITOR_EXPIRY_SECONDS, TENACITY_RECIPE
 from ..workload import format_duration
+from .backends import _backends_headline, _backends_section
 from .client_reuse import _client_reuse_section
 from .costs import _cost_section
 from .format import BINS, HEADER, _margin, _strategy_rows, num, secs, summary_cells, table
@@ -71,6 +72,9 @@ def render(results: Results, png_main: str | None, png_frontier: str | None) -> 
             "back to the schedule from their age, as the simulator predicts (asserted). Why "
             f"{DEFAULT_FAST_PATH_SECONDS:g} s: [Fast path window](#fast-path-window)."
         )
+    backends_line = _backends_headline(results)
+    if backends_line:
+        add(backends_line)
     if results.client_reuse is not None:
         cr = results.client_reuse
         ranked = sorted(cr.per_call_overhead_ms().items(), key=lambda kv: kv[1], reverse=True)
@@ -117,6 +121,12 @@ def render(results: Results, png_main: str | None, png_frontier: str | None) -> 
         "(`FAST_PATH_SECONDS=0`): this measures the durable schedule; the fast path is "
         "measured on the wall clock [below](#wall-clock)."
     )
+    if results.backends is not None:
+        add(
+            "- **Backends**: all of the above is the relay's classic backend (Agents threads and "
+            "runs); the Foundry backend (Responses API) ran the same submissions, compared in "
+            "[Backends](#backends)."
+        )
     add(
         "- **Baselines** are simulated on the same durations by a deterministic "
         "poll-schedule simulator (`bench/schedules.py`), and each one also ran through the "
@@ -330,6 +340,9 @@ def render(results: Results, png_main: str | None, png_frontier: str | None) -> 
     # ---------------------------------------------------------------- wall clock
     _wall_section(results, lines)
     _window_section(results, lines)
+
+    # ---------------------------------------------------------------- backends
+    _backends_section(results, lines)
 
     # ---------------------------------------------------------------- cost model
     _cost_section(results, lines, ours)

@@ -2,7 +2,8 @@
 
 `python -m bench` (make bench) runs the full workload; this keeps its code working under
 `make test` in a few seconds. tenacity and matplotlib come from requirements-bench.txt: without
-them the tenacity baseline is left out and the plots are skipped.
+them the tenacity baseline is left out and the plots are skipped. The tiny config and its
+`results` (shared with test_bench_backends.py) are in conftest.py.
 """
 
 from __future__ import annotations
@@ -11,39 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import BenchConfig
-from bench.main import run
 from bench.report import render
 from bench.results import Results
 from bench.schedules import RelaySchedule, simulate, tenacity_available
-from bench.workload import HeavyTail, Workload
-
-TINY = BenchConfig(
-    workload=Workload(
-        round_durations=(3.0, 15.0, 60.0),
-        round_replicas=1,
-        heavy_tail=HeavyTail(count=3, max_seconds=300.0),
-    ),
-    shards=1,
-    workers=0,
-    replay_durations=(60.0, 300.0),
-    replay_polls_per_generation=5,
-    wall_durations=(),
-    fast_path_durations=(),
-    client_reuse_calls=5,
-    client_reuse_rounds=1,
-    grid_initial=(1.0, 2.0),
-    grid_max=(30.0,),
-    grid_multiplier=(1.5, 2.0),
-    grid_jitter=(0.0, 0.1),
-    exact_seeds=3,
-    exact_horizon=1800.0,
-)
-
-
-@pytest.fixture(scope="module")
-def results() -> Results:
-    return run(TINY, log=lambda _line: None)
 
 
 def test_our_default_meets_the_targets_on_the_tiny_workload(results: Results) -> None:
@@ -118,6 +89,7 @@ def test_the_report_has_every_section_and_row(results: Results) -> None:
         "## Durable history per generation",
         "## Replay cost",
         "## Client reuse",
+        "## Backends",
         "## Cost model",
     ):
         assert heading in doc
