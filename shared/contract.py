@@ -155,9 +155,9 @@ class StartInput(TypedDict):
     fastPathSeconds: float
     knownThreadId: str | None
     submittedAt: str | None
-    # An earlier attempt may have created a response whose answer was lost (Responses API):
-    # a find-only start keeps looking for it instead of reporting that there is none.
-    uncertainCreate: NotRequired[bool]
+    # When an earlier attempt last failed in a way that may have created a response (Responses
+    # API; its answer lost): a find-only start keeps looking for it instead of reporting none.
+    uncertainSince: NotRequired[str | None]
 
 
 class RunRef(TypedDict):
@@ -173,6 +173,9 @@ class RunRef(TypedDict):
 
 class ToolOutputsInput(RunRef):
     toolOutputs: list[ToolOutput]
+    # Given up while this round's create may have been applied (Responses API): only look.
+    findOnly: NotRequired[bool]
+    uncertainSince: NotRequired[str | None]
 
 
 class EventPayload(TypedDict):

@@ -26,7 +26,7 @@ class AgentsBackend(Protocol):
         fast_path_seconds: float = 0.0,
         known_thread_id: str | None = None,
         not_before: float | None = None,
-        uncertain_create: bool = False,
+        uncertain_since: str | None = None,
     ) -> Outcome:
         """Start the submission's run, or find the one an earlier attempt started."""
         ...
@@ -35,8 +35,18 @@ class AgentsBackend(Protocol):
 
     async def cancel_run(self, ref: RunRef) -> Outcome: ...
 
-    async def submit_tool_outputs(self, ref: RunRef, tool_outputs: list[ToolOutput]) -> Outcome:
-        """Hand the run its tool outputs (idempotent: an earlier attempt's effect is found)."""
+    async def submit_tool_outputs(
+        self,
+        ref: RunRef,
+        tool_outputs: list[ToolOutput],
+        *,
+        find_only: bool = False,
+        uncertain_since: str | None = None,
+    ) -> Outcome:
+        """Hand the run its tool outputs (idempotent: an earlier attempt's effect is found).
+
+        `find_only` and `uncertain_since` matter where outputs start a new run (Foundry): see
+        foundry_responses.submit_tool_outputs."""
         ...
 
 

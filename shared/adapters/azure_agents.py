@@ -228,7 +228,7 @@ async def start_run(
     fast_path_seconds: float = 0.0,
     known_thread_id: str | None = None,
     not_before: float | None = None,
-    uncertain_create: bool = False,
+    uncertain_since: str | None = None,
 ) -> Outcome:
     """Start the submission's run, or find the one an earlier attempt started.
 
@@ -356,7 +356,15 @@ async def cancel_run(ref: RunRef) -> Outcome:
     return {"outcome": "ok", "run": run_snapshot(run.as_dict())}
 
 
-async def submit_tool_outputs(ref: RunRef, tool_outputs: list[RelayToolOutput]) -> Outcome:
+async def submit_tool_outputs(
+    ref: RunRef,
+    tool_outputs: list[RelayToolOutput],
+    *,
+    find_only: bool = False,
+    uncertain_since: str | None = None,
+) -> Outcome:
+    """Hand the run its outputs (the same run goes on: `find_only` and `uncertain_since`,
+    which only a backend that starts a new run per round needs, are not used)."""
     client = get_clients().agents
     try:
         run = await client.runs.submit_tool_outputs(

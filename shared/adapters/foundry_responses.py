@@ -36,13 +36,16 @@ from .failures import describe_failure
 from .foundry_requests import (
     ConversationNotAllowedError,
     CreateRequest,
+    Lookup,
+    LookupIncompleteError,
     agent_reference,
     as_dict,
     check_conversation,
     create,
     find_response,
     marker,
-    may_have_applied,
+    proves_absent,
+    refused_outright,
 )
 from .foundry_streaming import StreamGaveNoResponse, follow_stream
 from .observability import bind_log_fields
@@ -55,10 +58,11 @@ logger = logging.getLogger("agent_run_relay.foundry")
 
 
 def _failed(action: str, exc: BaseException) -> Outcome:
-    if isinstance(exc, StreamGaveNoResponse):
+    if isinstance(exc, StreamGaveNoResponse | LookupIncompleteError):
+        code = "stream_failed" if isinstance(exc, StreamGaveNoResponse) else "lookup_incomplete"
         outcome: Outcome = {
             "outcome": "transient",
-            "error": {"code": "stream_failed", "message": str(exc)},
+            "error": {"code": code, "message": str(exc)},
             "retryAfter": None,
         }
     else:
@@ -92,24 +96,35 @@ def _unresolved() -> Outcome:
     }
 
 
-async def _find_only(
+async def _look_only(
     client: AsyncOpenAI,
-    submission: Submission,
-    wanted: str,
     conversation: str | None,
-    uncertain_create: bool,
-) -> Outcome:
-    found = None
+    wanted: str,
+    uncertain_since: str | None,
+    after: str | None = None,
+) -> dict[str, Any] | Outcome:
+    """Find the response marked `wanted` without creating one: its JSON, an ok outcome with
+    no run (there is none), or `earlier_attempt_unresolved` (an earlier create may have made
+    one that has not shown yet)."""
+    lookup = Lookup()
     if conversation:
         try:
-            found, _ = await find_response(client, conversation, wanted)
+            lookup = await find_response(
+                client, conversation, wanted, after, strict=uncertain_since is not None
+            )
         except openai.NotFoundError:
             conversation = None  # the conversation is gone, and with it anything on it
-    if found is None:
-        if uncertain_create and conversation:
-            return _unresolved()
-        return {"outcome": "ok", "run": None, "reused": False}
-    outcome = _ok(found, submission.agent_id, submission.agent_version)
+    if lookup.found is not None:
+        return lookup.found
+    if uncertain_since and conversation and not proves_absent(lookup, uncertain_since):
+        return _unresolved()
+    return {"outcome": "ok", "run": None, "reused": False}
+
+
+def _reused(found: dict[str, Any] | Outcome, agent_name: str, version: str | None) -> Outcome:
+    if "outcome" in found:
+        return found  # type: ignore[return-value]  # an Outcome (_look_only)
+    outcome = _ok(found, agent_name, version)
     outcome["reused"] = True
     return outcome
 
@@ -145,14 +160,15 @@ async def start_run(
     fast_path_seconds: float = 0.0,
     known_thread_id: str | None = None,
     not_before: float | None = None,
-    uncertain_create: bool = False,
+    uncertain_since: str | None = None,
 ) -> Outcome:
     """Start the submission's first response, or find the one an earlier attempt started.
 
     The conversation is the caller's (`conversation_id`, ownership checked), the one an
     earlier attempt created (`known_thread_id`), or a new one. With `find_only` nothing is
     created: the outcome's `run` is the earlier response or None (transient
-    `earlier_attempt_unresolved` while an `uncertain_create` may still show up). With
+    `earlier_attempt_unresolved` while a create that may have been applied at or before
+    `uncertain_since` may still show up: see `proves_absent`). With
     `fast_path_seconds` > 0 the response is created streaming and followed for that long.
     `not_before` is not needed: the lookup reads the conversation, not a project-wide list.
     """
@@ -163,11 +179,13 @@ async def start_run(
     creating = False
     try:
         if find_only:
-            return await _find_only(client, submission, wanted, conversation, uncertain_create)
+            found_only = await _look_only(client, conversation, wanted, uncertain_since)
+            return _reused(found_only, submission.agent_id, submission.agent_version)
         if submission.conversation_id:
             await check_conversation(client, submission)
         if conversation:
-            found, _ = await find_response(client, conversation, wanted)
+            strict = uncertain_since is not None
+            found = (await find_response(client, conversation, wanted, strict=strict)).found
             if found is not None:
                 logger.info("found the response started earlier for this submission")
                 outcome = _ok(found, submission.agent_id, submission.agent_version)
@@ -213,7 +231,8 @@ async def start_run(
         }
     except Exception as exc:
         outcome = _failed("starting the Foundry response", exc)
-        if creating and may_have_applied(exc):
+        # Short of a create refused outright, a response may exist (see refused_outright).
+        if conversation and not find_only and not (creating and refused_outright(exc)):
             outcome["uncertainCreate"] = True
         if relay_conversation:
             # The retry goes straight to this conversation (the response may exist on it).
@@ -262,7 +281,13 @@ def _caller_metadata(previous: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in metadata.items() if not str(k).startswith("relay_")}
 
 
-async def submit_tool_outputs(ref: RunRef, tool_outputs: list[ToolOutput]) -> Outcome:
+async def submit_tool_outputs(
+    ref: RunRef,
+    tool_outputs: list[ToolOutput],
+    *,
+    find_only: bool = False,
+    uncertain_since: str | None = None,
+) -> Outcome:
     """Answer a round of function calls with a new response on the same conversation.
 
     The new response carries the round's marker and the caller's metadata (read from the
@@ -281,7 +306,13 @@ async def submit_tool_outputs(ref: RunRef, tool_outputs: list[ToolOutput]) -> Ou
     asking = _response_id(ref)
     creating = False
     try:
-        found, previous = await find_response(client, conversation, wanted, after=asking)
+        if find_only:
+            # Given up while this round's create may have been applied: look, never create.
+            found_only = await _look_only(client, conversation, wanted, uncertain_since, asking)
+            return _reused(found_only, ref["agentId"], ref.get("agentVersion"))
+        strict = uncertain_since is not None
+        lookup = await find_response(client, conversation, wanted, asking, strict)
+        found, previous = lookup.found, lookup.after
         if found is not None:
             logger.info("found the response an earlier attempt made for these tool outputs")
             outcome = _ok(found, ref["agentId"], ref.get("agentVersion"))
@@ -303,7 +334,7 @@ async def submit_tool_outputs(ref: RunRef, tool_outputs: list[ToolOutput]) -> Ou
         wire = as_dict(await create(client, request))
     except Exception as exc:
         outcome = _failed("submitting tool outputs", exc)
-        if creating and may_have_applied(exc):
+        if not find_only and not (creating and refused_outright(exc)):  # as for start_run
             outcome["uncertainCreate"] = True
         return outcome
     logger.info("tool outputs submitted as a new response")

@@ -28,16 +28,24 @@ from ..contract import (
     error_message,
 )
 from .report import event_payload, requires_action_event
-from .response_chain import add_usage, hold_for_confirmation, is_responses, record_response
+from .response_chain import (
+    add_usage,
+    hold_for_confirmation,
+    is_responses,
+    record_response,
+    still_searching,
+    uncertain_after,
+)
 from .run_status import REQUIRES_ACTION, RunPhase, classify_run_status
-from .schedule import TRANSIENT_RETRY_POLICY, next_wait_seconds
+from .schedule import LOST_RESPONSE_RETRY_POLICY, TRANSIENT_RETRY_POLICY, next_wait_seconds
 from .state import RelayState, RequiredAction, awaiting_outputs
 from .timefmt import from_iso, to_iso
 from .tool_outputs import tool_call_round
 
 # A run the service keeps answering 404 for (after it was created) is gone.
 MAX_NOT_FOUND_STREAK = 5
-# Looking for a run that may exist before cancelling it: tries before giving up (~30 min).
+# Looking for a run that may exist before cancelling it: tries before giving up (~30 min; while
+# a create whose answer was lost may still show up, longer: response_chain.still_searching).
 MAX_FIND_ATTEMPTS = 30
 # 401/403 when starting right after a deployment is usually the identity's role assignment
 # still propagating (Azure RBAC: changes can take up to 10 minutes to take effect); retry
@@ -106,7 +114,7 @@ def start_input(state: RelayState) -> StartInput:
         "fastPathSeconds": state.fast_path_seconds,
         "knownThreadId": state.created_thread_id,
         "submittedAt": state.submitted_at,
-        "uncertainCreate": state.uncertain_create,
+        "uncertainSince": state.uncertain_since,
     }
 
 
@@ -134,8 +142,14 @@ def set_run(state: RelayState, run: Any) -> None:
         state.earlier_usage = add_usage(state.earlier_usage, previous.get("usage"))
 
 
-def tool_outputs_input(state: RelayState) -> ToolOutputsInput:
-    return {**run_ref(state), "toolOutputs": state.tool_outputs or []}
+def tool_outputs_input(state: RelayState, find_only: bool = False) -> ToolOutputsInput:
+    """The outputs to submit (`find_only`: look for what they started, core.giving_up)."""
+    return {
+        **run_ref(state),
+        "toolOutputs": state.tool_outputs or [],
+        "findOnly": find_only,
+        "uncertainSince": state.uncertain_since,
+    }
 
 
 # --- starting the run ------------------------------------------------------------------------
@@ -184,6 +198,7 @@ def after_start(
             finish(state, "cancelled", now, state.last_error)
             return StartDecision("finished")
         set_run(state, run)
+        state.uncertain_since = None  # the response is known
         state.stream_sequence = outcome.get("streamSequence", state.stream_sequence)
         state.phase, state.attempts, state.last_error = PHASE_POLL, 0, None
         # After a fast path the run is already that old: the schedule goes on from its age.
@@ -195,7 +210,7 @@ def after_start(
         return StartDecision("started")
     state.last_error = outcome.get("error")
     state.created_thread_id = outcome.get("threadId") or state.created_thread_id
-    state.uncertain_create = state.uncertain_create or bool(outcome.get("uncertainCreate"))
+    state.uncertain_since = uncertain_after(state.submission, state.uncertain_since, outcome, now)
     kind = outcome["outcome"]
     if kind == "permanent" and auth_still_propagating(state, outcome, now):
         kind = "transient"
@@ -206,12 +221,14 @@ def after_start(
     deadline = from_iso(str(state.deadline_at))
     if not find_only and now >= deadline:
         return StartDecision("stop")  # the next step gives up (see start_deadline_passed)
-    if find_only and state.attempts >= MAX_FIND_ATTEMPTS:
+    searching = find_only and still_searching(state.uncertain_since, now)
+    if find_only and state.attempts >= MAX_FIND_ATTEMPTS and not searching:
         message = f"the agent run could not be started: {error_message(outcome.get('error'))}"
         finish(state, "failed", now, {"code": "start_timeout", "message": message})
         return StartDecision("finished")
+    policy = LOST_RESPONSE_RETRY_POLICY if searching else TRANSIENT_RETRY_POLICY
     wait = next_wait_seconds(
-        TRANSIENT_RETRY_POLICY, state.attempts - 1, state.submission_id, outcome.get("retryAfter")
+        policy, state.attempts - 1, state.submission_id, outcome.get("retryAfter")
     )
     retry_at = now + timedelta(seconds=wait)
     if not find_only:
@@ -306,18 +323,20 @@ def after_cancel(state: RelayState, outcome: Outcome, now: datetime) -> None:
         set_run(state, outcome["run"])
     if outcome["outcome"] != "transient":
         # Sent, or refused because the run already ended: either way polling tells the end.
-        state.cancel_sent = True
+        state.cancel_sent, state.cancel_sent_at = True, to_iso(now)
         restart_schedule(state, now)
     else:
         state.retry_after = outcome.get("retryAfter")
 
 
 def after_tool_outputs(state: RelayState, outcome: Outcome, now: datetime) -> None:
+    state.uncertain_since = uncertain_after(state.submission, state.uncertain_since, outcome, now)
     if outcome["outcome"] == "transient":
         state.retry_after = outcome.get("retryAfter")
         return
     if outcome["outcome"] == "ok":
         set_run(state, outcome["run"])
+        state.uncertain_since = None
     # Submitted, or refused because the run no longer waits: polling tells what happened.
     state.required_action, state.tool_outputs = None, None
     restart_schedule(state, now)

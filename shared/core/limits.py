@@ -37,8 +37,9 @@ def check_limits(state: RelayState, now: datetime, notes: list[Note]) -> bool:
         request_cancel(state, "deadline_exceeded", now, notes)
     if awaiting_outputs(state) and action is not None and now >= from_iso(action["giveUpAt"]):
         request_cancel(state, "tool_outputs_timeout", now, notes)
-    if state.cancel_sent and state.cancel_requested_at:
-        unconfirmed = (now - from_iso(state.cancel_requested_at)).total_seconds()
+    sent_at = state.cancel_sent_at or state.cancel_requested_at  # (an older state: asked)
+    if state.cancel_sent and sent_at:
+        unconfirmed = (now - from_iso(sent_at)).total_seconds()
         if unconfirmed >= CANCEL_GRACE_SECONDS:
             message = f"the run did not confirm the cancel within {CANCEL_GRACE_SECONDS} s"
             finish(state, "failed", now, {"code": "cancel_unconfirmed", "message": message})

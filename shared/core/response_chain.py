@@ -14,10 +14,14 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from ..contract import API_RESPONSES, submission_api
+from ..contract import API_RESPONSES, Outcome, error_code, submission_api
 from .timefmt import from_iso, to_iso
 
 CANCEL_CONFIRM_SECONDS = 5.0
+# How long a response whose create answer was lost is looked for after the relay gave up on
+# the submission (it shows on its conversation only once it has ended; no API lists running
+# responses): longer than a background response runs, so none is left unobserved.
+LOST_RESPONSE_SEARCH_SECONDS = 6 * 3600
 # How many response ids of a chain the status view lists (the newest ones).
 STATUS_RESPONSE_IDS = 20
 
@@ -86,6 +90,28 @@ def confirmation_field(check: CancelCheck | None) -> dict[str, str | None] | Non
     if check is None:
         return None
     return {"firstRead": check["firstRead"], "secondRead": check["secondRead"]}
+
+
+# Outcomes the orchestrator makes itself for an activity that raised or answered nonsense: it
+# may have done anything, a create included.
+ACTIVITY_FAILURE_CODES = frozenset({"activity_failed", "bad_activity_result"})
+
+
+def uncertain_after(
+    submission: Mapping[str, Any], since: str | None, outcome: Outcome, now: datetime
+) -> str | None:
+    """When a Foundry create that may have been applied last failed (None: none pending)."""
+    activity_failed = error_code(outcome.get("error")) in ACTIVITY_FAILURE_CODES
+    if is_responses(submission) and (outcome.get("uncertainCreate") or activity_failed):
+        return to_iso(now)
+    return since
+
+
+def still_searching(uncertain_since: str | None, now: datetime) -> bool:
+    """A create that may have been applied is still looked for (LOST_RESPONSE_SEARCH_SECONDS)."""
+    if uncertain_since is None:
+        return False
+    return (now - from_iso(uncertain_since)).total_seconds() < LOST_RESPONSE_SEARCH_SECONDS
 
 
 def status_response_ids(chain: list[str]) -> list[str]:

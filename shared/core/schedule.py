@@ -109,3 +109,8 @@ def next_wait_seconds(
 TRANSIENT_RETRY_POLICY = PollingPolicy(
     initial_seconds=2.0, max_seconds=60.0, multiplier=2.0, jitter=0.2
 )
+# Looking for a response whose create answer was lost, after the relay gave up on the
+# submission: it shows only once it has ended, so lookups can be rare.
+LOST_RESPONSE_RETRY_POLICY = PollingPolicy(
+    initial_seconds=2.0, max_seconds=300.0, multiplier=2.0, jitter=0.2
+)

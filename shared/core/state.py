@@ -66,6 +66,9 @@ class RelayState:
     cancel_reason: str | None = None
     cancel_sent: bool = False
     cancel_requested_at: str | None = None
+    # When the cancel reached the service (the grace to confirm it counts from there: a
+    # response whose create answer was lost may be found long after the cancel was asked).
+    cancel_sent_at: str | None = None
     # A thread a failed start attempt reported creating: the retry looks there first.
     created_thread_id: str | None = None
     final_status: str | None = None
@@ -84,11 +87,12 @@ class RelayState:
     tool_outputs: list[ToolOutput] | None = None
     ignored_events: int = 0
     # Foundry agents (Responses API): every response of the submission, oldest first; the
-    # last stream sequence number the fast path saw; whether a start attempt may have created
-    # a response whose answer was lost; the reads confirming a cancel (core.response_chain).
+    # last stream sequence number the fast path saw; when a create (start or tool outputs)
+    # last failed in a way that may have made a response whose answer was lost (None once a
+    # response is known again); the reads confirming a cancel (core.response_chain).
     response_chain: list[str] = field(default_factory=list)
     stream_sequence: int | None = None
-    uncertain_create: bool = False
+    uncertain_since: str | None = None
     cancel_check: CancelCheck | None = None
     # The token usage of the chain's earlier responses (each round of tool outputs starts a
     # new response): the event reports the whole submission's.

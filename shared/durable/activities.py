@@ -36,7 +36,7 @@ async def start_agent_run(payload: dict[str, Any]) -> dict[str, Any]:
                 fast_path_seconds=float(request.get("fastPathSeconds") or 0.0),
                 known_thread_id=request.get("knownThreadId"),
                 not_before=_unix(request.get("submittedAt")),
-                uncertain_create=bool(request.get("uncertainCreate")),
+                uncertain_since=request.get("uncertainSince"),
             )
         )
 
@@ -58,7 +58,10 @@ async def submit_tool_outputs(payload: dict[str, Any]) -> dict[str, Any]:
     with log_fields(**_run_fields(request)):
         return _encode(
             await agents_backend(submission_api(request)).submit_tool_outputs(
-                request, request["toolOutputs"]
+                request,
+                request["toolOutputs"],
+                find_only=bool(request.get("findOnly")),
+                uncertain_since=request.get("uncertainSince"),
             )
         )
 

@@ -36,7 +36,7 @@ from ..contract import (
     transient,
 )
 from ..core import decisions as decide
-from ..core import limits
+from ..core import giving_up, limits
 from ..core.custom_status import bounded_custom_status
 from ..core.decisions import Note
 from ..core.publishing import after_publish, prepare_publish
@@ -154,9 +154,9 @@ class _Orchestration:
         self.log(notes)
         if over:
             return
-        if state.cancel_reason and not state.cancel_sent:
-            outcome = yield from self.call(CANCEL_ACTIVITY, decide.run_ref(state))
-            decide.after_cancel(state, outcome, self.now())
+        if giving_up.cancel_pending(state):
+            if not (yield from self.give_up()):
+                return  # the submission is over
         elif state.tool_outputs is not None:
             outcome = yield from self.call(
                 SUBMIT_TOOL_OUTPUTS_ACTIVITY, decide.tool_outputs_input(state)
@@ -184,6 +184,24 @@ class _Orchestration:
             yield from self.sleep(retry_at)
 
     # --- what the steps are made of ----------------------------------------------------------
+
+    def give_up(self) -> Generator[Any, Any, bool]:
+        """Stop the run: cancel it at the service, or (a Foundry response that asks for calls
+        has ended) end now, after looking for a response the outputs may have started.
+        False when the submission is over."""
+        state, notes = self.state, list[Note]()
+        route = giving_up.cancel_route(state)
+        if route == "service":
+            outcome = yield from self.call(CANCEL_ACTIVITY, decide.run_ref(state))
+            decide.after_cancel(state, outcome, self.now())
+        elif route == "find":
+            find = giving_up.find_input(state)
+            outcome = yield from self.call(SUBMIT_TOOL_OUTPUTS_ACTIVITY, find)
+            giving_up.after_find(state, outcome, self.now(), notes)
+        else:
+            giving_up.end_given_up(state, self.now(), notes)
+        self.log(notes)
+        return state.phase == PHASE_POLL
 
     def poll_once(self) -> Step:
         outcome = yield from self.call(POLL_ACTIVITY, decide.run_ref(self.state))

@@ -15,7 +15,7 @@ from devhost.clock import VirtualClock
 from devhost.foundry_service import FoundryService
 from shared.adapters.clients import build_openai_client, close_clients, get_clients
 from shared.adapters.failures import describe_failure
-from shared.adapters.foundry_requests import may_have_applied
+from shared.adapters.foundry_requests import refused_outright
 from shared.adapters.loopback import LoopbackCredential
 from shared.adapters.runtime import reset_worker_state
 from shared.adapters.settings import SettingsError, load_settings
@@ -182,40 +182,44 @@ def decode_error() -> json.JSONDecodeError:
 
 
 @pytest.mark.parametrize(
-    ("error", "code", "applied"),
+    ("error", "code", "refused"),
     [
         (connection_error(httpx2.ConnectError("refused")), "transport_error", False),
         (connection_error(httpx2.ConnectTimeout("slow"), timeout=True), "transport_error", False),
-        (connection_error(httpx2.ReadTimeout("slow"), timeout=True), "transport_error", True),
-        (connection_error(httpx2.RemoteProtocolError("cut")), "transport_error", True),
-        (decode_error(), "malformed_response", True),
+        (connection_error(httpx2.ReadTimeout("slow"), timeout=True), "transport_error", False),
+        (connection_error(httpx2.RemoteProtocolError("cut")), "transport_error", False),
+        (decode_error(), "malformed_response", False),
         (
             openai.APIResponseValidationError(
                 httpx2.Response(200, request=REQUEST), body={"id": 1}
             ),
             "malformed_response",
-            True,
+            False,
         ),
         (
             openai.APIError("stream failed", REQUEST, body={"code": "server_error"}),
             "server_error",
-            True,
+            False,
         ),
-        (TimeoutError(), "transport_error", True),
+        (TimeoutError(), "transport_error", False),
     ],
 )
-def test_transport_failures_are_transient(error: Exception, code: str, applied: bool) -> None:
+def test_transport_failures_are_transient(error: Exception, code: str, refused: bool) -> None:
     described = describe_failure(error)
     assert described["outcome"] == "transient"
     assert error_code(described.get("error")) == code
-    assert may_have_applied(error) is applied
+    # A connection never made did not create, but another execution of the attempt may have.
+    assert refused_outright(error) is refused
 
 
 @pytest.mark.parametrize(
-    ("status", "applied"), [(400, False), (408, True), (429, False), (500, True), (503, True)]
+    ("status", "refused"),
+    [(400, True), (404, True), (408, False), (409, False), (429, False), (500, False)],
 )
-def test_which_refusals_rule_out_a_create(status: int, applied: bool) -> None:
-    assert may_have_applied(status_error(status)) is applied
+def test_which_refusals_rule_out_a_response_for_the_attempt(status: int, refused: bool) -> None:
+    assert refused_outright(status_error(status)) is refused
+    # The lock may be held by the response another execution of the attempt made.
+    assert refused_outright(status_error(400, code="conversation_locked")) is False
 
 
 def test_azure_core_failures_are_classified_as_before() -> None:

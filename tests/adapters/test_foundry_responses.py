@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -18,6 +19,7 @@ from devhost.clock import VirtualClock
 from devhost.foundry_service import FaultRule, FoundryService, RecordedRequest, ResponseScript
 from shared.adapters import foundry_responses as backend
 from shared.adapters.clients import close_clients, get_clients
+from shared.adapters.foundry_requests import LISTED_NOT_FOUND_READS
 from shared.adapters.runtime import reset_worker_state
 from shared.contract import (
     Outcome,
@@ -28,6 +30,7 @@ from shared.contract import (
     error_message,
 )
 from shared.core.submission import Submission
+from shared.core.timefmt import to_iso
 from shared.core.tool_outputs import tool_call_round
 
 T = TypeVar("T")
@@ -297,7 +300,8 @@ def test_function_calls_then_tool_outputs_make_a_new_response(relay: Relay) -> N
     again = relay.run(backend.submit_tool_outputs(ref, outputs))
     assert again["outcome"] == "transient"
     assert error_code(again.get("error")) == "conversation_locked"
-    assert again.get("uncertainCreate") is not True
+    # The lock may be held by a response of ours whose answer was lost: looked for later.
+    assert again.get("uncertainCreate") is True
     ended = relay.until_ended(relay.ref("sub-tools", follow_up))
     assert ok_run(ended)["status"] == "completed"
     assert ended.get("outputText") == "Echo: sunny"
@@ -355,7 +359,11 @@ def test_a_create_applied_but_answered_500_is_found_after_it_ends(relay: Relay) 
     assert len(relay.service.responses) == 1  # it was applied
 
     unresolved = relay.start(
-        "sub-500", submission(), find_only=True, known_thread_id=conversation, uncertain_create=True
+        "sub-500",
+        submission(),
+        find_only=True,
+        known_thread_id=conversation,
+        uncertain_since=to_iso(relay.clock.now()),
     )
     assert unresolved["outcome"] == "transient"
     assert error_code(unresolved.get("error")) == "earlier_attempt_unresolved"
@@ -364,7 +372,11 @@ def test_a_create_applied_but_answered_500_is_found_after_it_ends(relay: Relay) 
 
     relay.clock.advance(10)  # the response ends and adds its items to the conversation
     found = relay.start(
-        "sub-500", submission(), find_only=True, known_thread_id=conversation, uncertain_create=True
+        "sub-500",
+        submission(),
+        find_only=True,
+        known_thread_id=conversation,
+        uncertain_since=to_iso(relay.clock.now()),
     )
     assert found.get("reused") is True
     assert ok_run(found)["status"] == "completed"
@@ -461,13 +473,21 @@ def test_throttled_calls_are_transient_with_retry_after(
     assert len(relay.service.calls("responses.retrieve")) == 1  # no SDK retry
 
 
-def test_a_throttled_create_is_not_in_doubt(relay: Relay) -> None:
+def test_a_throttled_create_leaves_a_response_possible_and_a_refused_one_does_not(
+    relay: Relay,
+) -> None:
+    # This create was not applied, but another execution of the same attempt (its answer
+    # lost) may have got through: the orchestrator must not conclude that none exists.
     relay.service.faults.append(FaultRule(operation="responses.create", kind="429", count=1))
     throttled = relay.start("sub-429c", submission())
     assert throttled["outcome"] == "transient"
-    assert throttled.get("uncertainCreate") is not True
+    assert throttled.get("uncertainCreate") is True
     assert throttled.get("threadId") is not None
     assert relay.service.responses == {}
+    # A refusal every execution gets (an unknown agent version) rules it out.
+    refused = relay.start("sub-400", submission(agent_version="99"))
+    assert refused["outcome"] in ("permanent", "not_found"), refused
+    assert "uncertainCreate" not in refused
 
 
 @pytest.mark.parametrize(
@@ -616,3 +636,76 @@ def test_fast_path_create_refused(relay: Relay) -> None:
     assert refused.get("httpStatus") == 503
     assert refused.get("uncertainCreate") is True
     assert refused.get("threadId") is not None
+
+
+def test_a_lock_held_by_another_response_is_shown_absent_once_that_one_ends(
+    relay: Relay,
+) -> None:
+    relay.service.default_script = ResponseScript(duration_seconds=60, output_text="first")
+    first = ok_run(relay.start("sub-first", submission()))
+    conversation = first["threadId"]
+    # A follow-up on that conversation is refused by its lock: the lock might be a lost
+    # create of the follow-up's own, for all the relay can tell.
+    follow_up = submission(conversation_id=conversation)
+    locked = relay.start("sub-next", follow_up)
+    assert error_code(locked.get("error")) == "conversation_locked"
+    assert locked.get("uncertainCreate") is True
+    since = to_iso(relay.clock.now())
+
+    def look(uncertain_since: str) -> Outcome:
+        return relay.run(
+            backend.start_run(
+                "sub-next", follow_up, find_only=True, uncertain_since=uncertain_since
+            )
+        )
+
+    assert error_code(look(since).get("error")) == "earlier_attempt_unresolved"
+    relay.clock.advance(61)  # the first response ends, after the refusal
+    nothing = look(since)
+    assert nothing["outcome"] == "ok"
+    assert nothing.get("run") is None
+    # A refusal seen after that response ended proves nothing: ours could hold a later lock.
+    later = to_iso(relay.clock.now() + timedelta(seconds=1))
+    assert error_code(look(later).get("error")) == "earlier_attempt_unresolved"
+    assert len(relay.creates()) == 1
+
+
+@pytest.mark.parametrize("reads_404", [1, LISTED_NOT_FOUND_READS])
+def test_a_listed_response_answering_404_is_read_again_and_never_skipped_when_it_may_be_ours(
+    relay: Relay, reads_404: int
+) -> None:
+    relay.service.default_script = ResponseScript(duration_seconds=5, output_text="once")
+    relay.service.faults.append(
+        FaultRule(operation="responses.create", kind="500_after_apply", count=1)
+    )
+    failed = relay.start("sub-404", submission())
+    assert failed.get("uncertainCreate") is True
+    conversation = failed.get("threadId")
+    since = to_iso(relay.clock.now())
+    relay.clock.advance(10)  # the response ends and is listed on the conversation
+    relay.service.faults.append(
+        FaultRule(operation="responses.retrieve", kind="404", count=reads_404)
+    )
+    again = relay.start(
+        "sub-404", submission(), known_thread_id=conversation, uncertain_since=since
+    )
+    if reads_404 < LISTED_NOT_FOUND_READS:
+        assert again.get("reused") is True  # a passing 404, read again
+    else:
+        assert again["outcome"] == "transient"
+        assert error_code(again.get("error")) == "lookup_incomplete"
+    assert len(relay.service.responses) == 1  # the one applied, and no second
+
+
+def test_a_listed_response_deleted_since_is_skipped_when_nothing_of_ours_can_be_missing(
+    relay: Relay,
+) -> None:
+    relay.service.default_script = ResponseScript(duration_seconds=5, output_text="first")
+    first = ok_run(relay.start("sub-old", submission()))
+    relay.clock.advance(10)
+    relay.service.faults.append(
+        FaultRule(operation="responses.retrieve", kind="404", count=LISTED_NOT_FOUND_READS)
+    )
+    started = relay.start("sub-new", submission(conversation_id=first["threadId"]))
+    assert ok_run(started)["status"] in ("queued", "in_progress")
+    assert len(relay.creates()) == 2

@@ -322,6 +322,19 @@ def awaiting(give_up: float = 900.0, **changes: Any) -> RelayState:
             "requested",
             "failed",
         ),
+        (
+            "the grace counts from the cancel sent, not asked (the run was found late)",
+            lambda: polling(
+                cancel_reason="requested",
+                cancel_sent=True,
+                cancel_requested_at=to_iso(T0),
+                cancel_sent_at=to_iso(at(5 * 3600)),
+            ),
+            5 * 3600 + limits.CANCEL_GRACE_SECONDS - 1,
+            False,
+            "requested",
+            None,
+        ),
     ],
 )
 def test_check_limits(

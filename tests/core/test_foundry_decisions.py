@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.contract import error_code
 from shared.core import decisions as decide
 from shared.core import limits
 from shared.core.report import completed_event
-from shared.core.response_chain import CANCEL_CONFIRM_SECONDS
+from shared.core.response_chain import CANCEL_CONFIRM_SECONDS, LOST_RESPONSE_SEARCH_SECONDS
+from shared.core.schedule import TRANSIENT_RETRY_POLICY
 from shared.core.state import RelayState
+from shared.core.timefmt import to_iso
 from tests.core.test_decisions import POLICY, at, new_state, ok, snapshot
 
 
@@ -66,9 +69,34 @@ def test_a_lost_create_is_remembered_for_the_next_start_attempt() -> None:
     state = foundry()
     lost = {"outcome": "transient", "error": {"code": "http_500", "message": ""}}
     decide.after_start(state, {**lost, "uncertainCreate": True}, at(1), False, [])  # type: ignore[typeddict-item]
-    assert decide.start_input(state)["uncertainCreate"] is True
+    assert decide.start_input(state)["uncertainSince"] == to_iso(at(1))
     decide.after_start(state, lost, at(30), False, [])  # type: ignore[arg-type]
-    assert decide.start_input(state)["uncertainCreate"] is True
+    assert decide.start_input(state)["uncertainSince"] == to_iso(at(1))
+    decide.after_start(state, {**lost, "uncertainCreate": True}, at(60), False, [])  # type: ignore[typeddict-item]
+    assert decide.start_input(state)["uncertainSince"] == to_iso(at(60))
+    # Found: nothing is uncertain any more.
+    decide.after_start(state, ok(response("in_progress")), at(90), False, [])
+    assert state.uncertain_since is None
+
+
+def test_a_find_only_start_keeps_looking_while_a_lost_create_may_show_up() -> None:
+    state = foundry(cancel_reason="requested")
+    unresolved = {
+        "outcome": "transient",
+        "error": {"code": "earlier_attempt_unresolved", "message": ""},
+    }
+    state.uncertain_since = to_iso(at(0))
+    for n in range(decide.MAX_FIND_ATTEMPTS + 5):
+        decision = decide.after_start(state, unresolved, at(60 + n), True, [])  # type: ignore[arg-type]
+        assert decision.kind == "retry"
+    # Later lookups are spaced out (LOST_RESPONSE_RETRY_POLICY), not a minute apart.
+    assert decision.retry_at is not None
+    assert (decision.retry_at - at(60 + n)).total_seconds() > TRANSIENT_RETRY_POLICY.max_seconds
+    end = LOST_RESPONSE_SEARCH_SECONDS
+    decision = decide.after_start(state, unresolved, at(end), True, [])  # type: ignore[arg-type]
+    assert decision.kind == "finished"
+    assert state.final_status == "failed"
+    assert error_code(state.final_error) == "start_timeout"
 
 
 def test_a_cancelled_read_after_our_cancel_waits_for_a_confirming_read() -> None:

@@ -289,6 +289,8 @@ def foundry_fault_rules() -> list[FaultRule]:
     """Roughly a quarter of the relay's Foundry calls fail, in every way the service can."""
     rules = [FaultRule(operation=op, kind="500_after_apply", rate=0.12) for op in FOUNDRY_WRITES]
     rules += [FaultRule(operation="responses.retrieve", kind="404", rate=0.03)]
+    # Cancels are few (most runs end on their own): refused often enough to be retried.
+    rules += [FaultRule(operation="responses.cancel", kind="503", rate=0.2)]
     # Role assignments still propagating: refused starts are retried for a while.
     rules += [
         FaultRule(operation="conversations.create", kind=kind, rate=0.06) for kind in ("401", "403")

@@ -29,20 +29,23 @@ never 5xx, and a cancellation reason the submission's history allows. The counts
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 
 from devhost.foundry_service import FAULT_KINDS, FaultRule, ResponseScript
 from devhost.functions_host import CRASH_KINDS
+from shared.core.schedule import LOST_RESPONSE_RETRY_POLICY
 from shared.core.timefmt import from_iso
 from tests.e2e.foundry_fault_suite_support import RELAY_OPERATIONS, run_foundry_fault_suite
 from tests.e2e.test_openapi_conformance import wait_for_requires_action
 from tests.relay_bed import RelayBed, relay_bed
 
-SEED = 20261123
+SEED = 20261206
 SUBMISSIONS = 200
 BURST = 70  # submitted at the same instant at the start
 CRASH_RATE = 0.002  # of every crash point (episodes, activities, fired timers)
@@ -67,11 +70,6 @@ def _show(capsys: pytest.CaptureFixture[str], lines: list[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="finds the three open product bugs pinned below (issue 12 note); strict: fixing "
-    "them makes this pass and the marker must go",
-)
 def test_every_foundry_submission_ends_in_one_true_event_under_faults(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
@@ -143,7 +141,7 @@ def test_every_foundry_submission_ends_in_one_true_event_under_faults(
     assert outcomes["confirmed cancelled, completed later at the service"] >= 1, outcomes
 
 
-# Bugs the suite found, pinned down one by one ------------------------------------------------
+# What the suite found, pinned down one by one ------------------------------------------------
 
 
 def _post(bed: RelayBed, path: str) -> int:
@@ -154,11 +152,6 @@ def _post(bed: RelayBed, path: str) -> int:
 ASKS_FOR_A_CALL = ResponseScript(duration_seconds=20, function_calls=[{"name": "get_weather"}])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug 1 (issue 12 note): the response that asks for calls has already ended, "
-    "so the cancel is refused and the relay waits CANCEL_GRACE_SECONDS, then fails",
-)
 @pytest.mark.parametrize("ending", ["requested", "tool_outputs_timeout", "deadline_exceeded"])
 def test_a_submission_given_up_while_its_response_asks_for_calls_ends_cancelled(
     ending: str,
@@ -185,19 +178,40 @@ def test_a_submission_given_up_while_its_response_asks_for_calls_ends_cancelled(
         assert view["result"]["responseId"] == response["id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug 2 (issue 12 note): a create whose answer was lost to a crash or a "
-    "duplicated activity is invisible until its response ends; a cancel meanwhile misses it",
-)
-def test_a_cancel_before_a_lost_create_shows_up_still_finds_and_cancels_the_response() -> None:
+def test_a_cancel_that_lands_as_the_response_ends_asking_for_calls_ends_cancelled() -> None:
+    # The cancel reaches the service while the response runs, but it ends asking for calls
+    # before the cancel takes effect: reads say requires_action from then on, never
+    # cancelled. The submission must end cancelled (the caller's reason) at the next read,
+    # not after CANCEL_GRACE_SECONDS of polling.
+    with relay_bed() as bed:
+        bed.foundry.default_script = ResponseScript(
+            duration_seconds=20, function_calls=[{"name": "get_weather"}], cancel_delay_seconds=30
+        )
+        submission_id = bed.submit_foundry()
+        bed.host.run_until_idle()
+        bed.host.advance(10)
+        assert _post(bed, f"/api/runs/{submission_id}/cancel") == 202
+        view = bed.complete(submission_id)
+        assert (view["status"], view["cancellationReason"]) == ("cancelled", "requested"), view
+        (response,) = bed.foundry.responses.values()
+        assert response["status"] == "completed"  # it asked for calls; the cancel came late
+        assert len(bed.foundry.calls("responses.cancel")) == 1
+        took = from_iso(view["result"]["completedAt"]) - datetime.fromtimestamp(
+            response["completed_at"], UTC
+        )
+        assert took.total_seconds() <= 120, view
+
+
+def test_a_cancel_before_a_lost_create_shows_up_follows_that_response_to_its_end() -> None:
     # Every activity runs twice and the first result is lost (an unacknowledged queue
     # message): the start that created the response is forgotten, and its repeat is refused
-    # conversation_locked, since that response now runs there. A cancel before it ends must
-    # not conclude that nothing was started: the response would run on unobserved while the
-    # event says cancelled with no response and no conversation.
+    # conversation_locked, since that response now runs there. Nothing lists running
+    # responses, and a response shows on its conversation only once it has ended: it cannot
+    # be cancelled before. A cancel meanwhile must not conclude that nothing was started (the
+    # response would run on unobserved while the event says cancelled, naming no response):
+    # the relay keeps looking, and reports the response's real end.
     with relay_bed() as bed:
-        bed.foundry.default_script = ResponseScript(duration_seconds=3600)
+        bed.foundry.default_script = ResponseScript(duration_seconds=3600, output_text="long")
         bed.host.duplicate_activities = True
         submission_id = bed.submit_foundry()
         bed.host.run_until_idle()
@@ -205,17 +219,86 @@ def test_a_cancel_before_a_lost_create_shows_up_still_finds_and_cancels_the_resp
         (response_id,) = bed.foundry.responses
         assert _post(bed, f"/api/runs/{submission_id}/cancel") == 202
         view = bed.complete(submission_id)
-        assert bed.foundry.responses[response_id]["status"] == "cancelled"
-        assert (view["status"], view["cancellationReason"]) == ("cancelled", "requested")
+        response = bed.foundry.responses[response_id]
+        assert list(bed.foundry.responses) == [response_id]
+        assert (view["status"], view["cancellationReason"]) == ("completed", None), view
         assert view["result"]["responseId"] == response_id
-        assert view["result"]["conversationId"] is not None
+        assert view["result"]["conversationId"] == response["conversation"]["id"]
+        assert view["result"]["output"]["text"] == "long"
+        ended = datetime.fromtimestamp(response["completed_at"], UTC)
+        assert from_iso(view["result"]["completedAt"]) >= ended
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug 3 (issue 12 note): find_response skips a listed response that answers "
-    "404, and a second response is created for the same marker",
-)
+def test_a_cancel_while_queued_behind_another_response_ends_once_that_one_ends() -> None:
+    # A follow-up on a conversation where an earlier submission's response still runs is
+    # refused by the conversation's lock, which could also be held by a create of its own
+    # whose answer was lost. Once the other response has ended after the refusal, it cannot
+    # be: the cancel ends the follow-up, cancelled, with no response.
+    with relay_bed() as bed:
+        bed.foundry.default_script = ResponseScript(duration_seconds=900, output_text="first")
+        first = bed.submit_foundry()
+        bed.host.run_until_idle()
+        bed.host.advance(30)
+        (first_response,) = bed.foundry.responses.values()
+        conversation = first_response["conversation"]["id"]
+        follow_up = bed.submit_foundry(conversationId=conversation, input="and then?")
+        bed.host.run_until_idle()
+        bed.host.advance(60)
+        assert _post(bed, f"/api/runs/{follow_up}/cancel") == 202
+        view = bed.complete(follow_up)
+        assert (view["status"], view["cancellationReason"]) == ("cancelled", "requested"), view
+        assert view["result"]["responseId"] is None
+        assert list(bed.foundry.responses) == [first_response["id"]]
+        assert bed.complete(first)["status"] == "completed"
+        # Once the first response ended, within the lookups' spacing (LOST_RESPONSE_RETRY_POLICY).
+        ended = datetime.fromtimestamp(
+            bed.foundry.responses[first_response["id"]]["completed_at"], UTC
+        )
+        took = from_iso(view["result"]["completedAt"]) - ended
+        assert 0 <= took.total_seconds() <= LOST_RESPONSE_RETRY_POLICY.max_seconds * 1.2 + 5, took
+
+
+def test_a_cancel_after_a_lost_tool_outputs_create_follows_that_response() -> None:
+    # The create answering a round of calls was applied, its answer lost (500): a cancel of
+    # the submission must not end it at once as if nothing ran. The relay looks for the
+    # response the outputs started, and follows it (it can be found once it has ended).
+    with relay_bed() as bed:
+        bed.foundry.script_for = lambda body: (
+            ResponseScript(duration_seconds=600, output_text="answered")
+            if body["input"][0]["type"] == "function_call_output"
+            else ASKS_FOR_A_CALL
+        )
+        submission_id = bed.submit_foundry()
+        (call,) = wait_for_requires_action(bed, submission_id)["requiredAction"]["toolCalls"]
+        bed.foundry.faults.append(
+            FaultRule(operation="responses.create", kind="500_after_apply", count=1)
+        )
+        answer = {"toolOutputs": [{"toolCallId": call["id"], "output": "sunny"}]}
+        response = bed.host.http(
+            "POST",
+            f"/api/runs/{submission_id}/tool-outputs",
+            body=json.dumps(answer).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 202
+        bed.host.run_until_idle()
+        assert _post(bed, f"/api/runs/{submission_id}/cancel") == 202
+        view = bed.complete(submission_id)
+        # Looked for, never created again after the cancel (nor a cancel sent to the asker).
+        answers = [
+            r
+            for r in bed.foundry.calls("responses.create")
+            if r.body["input"][0]["type"] == "function_call_output"
+        ]
+        assert len(answers) == 1, answers
+        assert bed.foundry.calls("responses.cancel") == []
+        asking, answering = bed.foundry.responses.values()
+        assert answering["status"] == "completed"
+        assert (view["status"], view["cancellationReason"]) == ("completed", None), view
+        assert view["result"]["responseId"] == answering["id"]
+        assert view["agentRun"]["responseIds"] == [asking["id"], answering["id"]]
+
+
 def test_a_404_while_looking_for_the_lost_response_does_not_start_a_second() -> None:
     # The create was applied but answered 500; once the response has ended it shows on the
     # conversation, and the lookup reads it. A 404 on that read (the fault the suite injects
