@@ -14,49 +14,37 @@ duration).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from devhost.foundry_service import RecordedRequest, ResponseScript
 from tests.relay_bed import RelayBed
 
-from .relay_runs import DEADLINE_SECONDS, DURATION_KEY, bench_bed
-from .schedules import MICROS, submission_id_for, to_micros
-from .workload import WorkloadRun, idempotency_key
+from .relay_runs import bench_bed
+from .submissions import DURATION_KEY, BedRun, finished_instance, read_back, run_all, submit_run
+from .workload import WorkloadRun
 
 QUEUED_KEY = "benchQueuedSeconds"
 DROP_KEY = "benchStreamDropAfter"
 
 
 @dataclass(frozen=True)
-class FoundryRun:
-    """What the services saw of one Foundry submission."""
+class FoundryRun(BedRun):
+    """What the services saw of one Foundry submission.
 
-    index: int
-    duration: float  # queued + in progress: the response ends this long after its create
-    group: str
-    submission_id: str
-    status: str
-    polls: int  # responses.retrieve calls for the response, streams left out
-    detected_us: int  # the last poll, us after the create (0: no poll)
-    delay: float  # topic receipt - terminal time, seconds
-    event_polls: int  # the event's data.polls
+    `duration` is queued + in progress; its polls are the response's responses.retrieve calls,
+    streams left out.
+    """
+
     queued: float  # the script's queued_seconds (the rest of `duration` in progress)
     drop_after: int | None  # the event after which the first stream was cut (None: never)
     resumes: int  # GET /responses/{id}?stream=true&starting_after=N calls
     last_sequence: int | None  # the last stream event the relay was sent (None: no stream)
     final_sequence: int  # the response's last event (its terminal event's number)
     responses: int  # responses the submission made (1: no duplicate create)
-    history_lengths: tuple[int, ...]  # events per Durable generation
-
-    @property
-    def max_history(self) -> int:
-        return max(self.history_lengths)
 
 
 @dataclass(frozen=True)
@@ -91,25 +79,10 @@ def foundry_bed(settings: Mapping[str, str] | None = None) -> Iterator[RelayBed]
 def submit_foundry(
     bed: RelayBed, run: WorkloadRun, queued: float = 0.0, drop_after: int | None = None
 ) -> str:
-    key = idempotency_key(run.index)
     metadata = {DURATION_KEY: repr(run.duration), QUEUED_KEY: repr(queued)}
     if drop_after is not None:
         metadata[DROP_KEY] = str(drop_after)
-    body = {
-        "agent": {"name": bed.foundry_agent},
-        "input": "benchmark run",
-        "metadata": metadata,
-        "deadlineSeconds": DEADLINE_SECONDS,
-    }
-    response = bed.post_run(body, headers={"Idempotency-Key": key})
-    if response.status_code != 202:
-        raise RuntimeError(
-            f"POST /api/runs answered {response.status_code}: {response.get_body()!r}"
-        )
-    submission_id = str(json.loads(response.get_body())["id"])
-    if submission_id != submission_id_for(key):
-        raise AssertionError("the app no longer derives submission ids from Idempotency-Key")
-    return submission_id
+    return submit_run(bed, run, {"agent": {"name": bed.foundry_agent}}, metadata)
 
 
 def _created_id(request: RecordedRequest) -> str | None:
@@ -121,10 +94,6 @@ def _created_id(request: RecordedRequest) -> str | None:
         if isinstance(response, dict):
             return str(response.get("id"))
     return None
-
-
-def _micros(delta: timedelta) -> int:
-    return delta // timedelta(microseconds=1)
 
 
 def collect_foundry(
@@ -155,34 +124,17 @@ def collect_foundry(
     if any("starting_after" not in r.query for r in resumes):
         raise AssertionError(f"{submission_id}: a stream was reopened from its start")
     sequences = [e["sequence_number"] for r in (create, *resumes) for e in r.events]
-    events = [
-        received
-        for received in bed.topic.events
-        if received.event.get("data", {}).get("submissionId") == submission_id
-    ]
-    if len(events) != 1:
-        raise AssertionError(f"{submission_id}: {len(events)} events published, expected 1")
-    published = events[0]
-    delay_us = _micros(published.received_at - create.time) - to_micros(run.duration)
-    instance = bed.host.instance(submission_id)
-    assert instance is not None
+    instance = finished_instance(bed, submission_id)
+    seen = read_back(bed, run, submission_id, view, instance, create.time, [r.time for r in polls])
+    # The shared reading's fields, as read_back typed them, plus the Foundry-only ones.
     return FoundryRun(
-        index=run.index,
-        duration=run.duration,
-        group=run.group,
-        submission_id=submission_id,
-        status=str(view["status"]),
-        polls=len(polls),
-        detected_us=_micros(polls[-1].time - create.time) if polls else 0,
-        delay=delay_us / MICROS,
-        event_polls=int(published.event["data"]["polls"]),
+        **vars(seen),
         queued=queued,
         drop_after=drop_after,
         resumes=len(resumes),
         last_sequence=max(sequences) if sequences else None,
         final_sequence=int(bed.foundry.events(response_id)[-1]["sequence_number"]),
         responses=len(response_ids),
-        history_lengths=tuple(instance.history_lengths),
     )
 
 
@@ -200,10 +152,9 @@ def run_foundry_workload(
 ) -> FoundryShard:
     """Submit every run at once for the Foundry agent, drive the host until all are done."""
     with foundry_bed(settings) as bed:
-        ids = [(run, submit_foundry(bed, run)) for run in runs]
-        bed.host.run_all_until_complete(max_steps=10_000_000)
+        submitted = run_all(bed, runs, submit_foundry)
         creates = creates_by_response(bed)
-        measured = [collect_foundry(bed, run, sid, creates) for run, sid in ids]
+        measured = [collect_foundry(bed, run, sid, creates) for run, sid in submitted]
         return FoundryShard(
             runs=measured, calls=dict(Counter(r.operation for r in bed.foundry.requests))
         )

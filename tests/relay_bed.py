@@ -20,7 +20,7 @@ from devhost.agents_service import AgentsService, RunScript, make_sync_client
 from devhost.clock import VirtualClock
 from devhost.eventgrid_topic import EventGridTopic
 from devhost.foundry_service import FoundryService, ResponseScript
-from devhost.functions_host import EmulatedHost
+from devhost.functions_host import CrashPoint, EmulatedHost
 from shared.adapters.clients import close_clients
 from shared.adapters.runtime import reset_worker_state
 
@@ -113,6 +113,19 @@ class RelayBed:
         assert response.status_code == 200, response.get_body()
         body: dict[str, Any] = json.loads(response.get_body())
         return body
+
+    def crash_every_third(self, kind: str) -> list[CrashPoint]:
+        """Crash the worker at every third crash point of `kind`; the list fills as it does."""
+        crashed: list[CrashPoint] = []
+
+        def crash(point: CrashPoint) -> bool:
+            if point.kind == kind and point.step % 3 == 0:
+                crashed.append(point)
+                return True
+            return False
+
+        self.host.crash_when = crash
+        return crashed
 
     def complete(self, submission_id: str, **limits: Any) -> dict[str, Any]:
         self.host.run_until_complete(submission_id, **limits)

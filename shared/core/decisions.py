@@ -210,7 +210,7 @@ def after_start(
         return StartDecision("started")
     state.last_error = outcome.get("error")
     state.created_thread_id = outcome.get("threadId") or state.created_thread_id
-    state.uncertain_since = uncertain_after(state.submission, state.uncertain_since, outcome, now)
+    state.uncertain_since = uncertain_after(state, outcome, now, creating=not find_only)
     kind = outcome["outcome"]
     if kind == "permanent" and auth_still_propagating(state, outcome, now):
         kind = "transient"
@@ -330,7 +330,7 @@ def after_cancel(state: RelayState, outcome: Outcome, now: datetime) -> None:
 
 
 def after_tool_outputs(state: RelayState, outcome: Outcome, now: datetime) -> None:
-    state.uncertain_since = uncertain_after(state.submission, state.uncertain_since, outcome, now)
+    state.uncertain_since = uncertain_after(state, outcome, now)
     if outcome["outcome"] == "transient":
         state.retry_after = outcome.get("retryAfter")
         return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from ..contract import API_RESPONSES, Outcome, error_code, submission_api
 from .timefmt import from_iso, to_iso
@@ -97,14 +97,28 @@ def confirmation_field(check: CancelCheck | None) -> dict[str, str | None] | Non
 ACTIVITY_FAILURE_CODES = frozenset({"activity_failed", "bad_activity_result"})
 
 
+class CreateInDoubt(Protocol):
+    """What `uncertain_after` reads of the orchestrator's state."""
+
+    @property
+    def submission(self) -> Mapping[str, Any]: ...
+
+    @property
+    def uncertain_since(self) -> str | None: ...
+
+
 def uncertain_after(
-    submission: Mapping[str, Any], since: str | None, outcome: Outcome, now: datetime
+    state: CreateInDoubt, outcome: Outcome, now: datetime, creating: bool = True
 ) -> str | None:
-    """When a Foundry create that may have been applied last failed (None: none pending)."""
+    """When a Foundry create that may have been applied last failed (None: none pending).
+
+    Only an attempt that could create counts: a lookup must not put off the search's end.
+    """
     activity_failed = error_code(outcome.get("error")) in ACTIVITY_FAILURE_CODES
-    if is_responses(submission) and (outcome.get("uncertainCreate") or activity_failed):
+    doubt = outcome.get("uncertainCreate") or activity_failed
+    if creating and doubt and is_responses(state.submission):
         return to_iso(now)
-    return since
+    return state.uncertain_since
 
 
 def still_searching(uncertain_since: str | None, now: datetime) -> bool:

@@ -74,6 +74,10 @@ def test_a_lost_create_is_remembered_for_the_next_start_attempt() -> None:
     assert decide.start_input(state)["uncertainSince"] == to_iso(at(1))
     decide.after_start(state, {**lost, "uncertainCreate": True}, at(60), False, [])  # type: ignore[typeddict-item]
     assert decide.start_input(state)["uncertainSince"] == to_iso(at(60))
+    # An activity that failed may have done anything, a create included.
+    failed = {"outcome": "transient", "error": {"code": "activity_failed", "message": ""}}
+    decide.after_start(state, failed, at(75), False, [])  # type: ignore[arg-type]
+    assert state.uncertain_since == to_iso(at(75))
     # Found: nothing is uncertain any more.
     decide.after_start(state, ok(response("in_progress")), at(90), False, [])
     assert state.uncertain_since is None
@@ -89,6 +93,10 @@ def test_a_find_only_start_keeps_looking_while_a_lost_create_may_show_up() -> No
     for n in range(decide.MAX_FIND_ATTEMPTS + 5):
         decision = decide.after_start(state, unresolved, at(60 + n), True, [])  # type: ignore[arg-type]
         assert decision.kind == "retry"
+    # A lookup that failed (even the activity itself) creates nothing: the search's end stays.
+    failed = {"outcome": "transient", "error": {"code": "activity_failed", "message": ""}}
+    decide.after_start(state, failed, at(200), True, [])  # type: ignore[arg-type]
+    assert state.uncertain_since == to_iso(at(0))
     # Later lookups are spaced out (LOST_RESPONSE_RETRY_POLICY), not a minute apart.
     assert decision.retry_at is not None
     assert (decision.retry_at - at(60 + n)).total_seconds() > TRANSIENT_RETRY_POLICY.max_seconds

@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,11 @@ from devhost.foundry_service import (
     make_project_client,
 )
 
+# Fixtures, aliased as themselves because only pytest uses them (see foundry_fixtures.py).
+from tests.devhost.foundry_fixtures import client as client
+from tests.devhost.foundry_fixtures import clock as clock
+from tests.devhost.foundry_fixtures import service as service
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "devhost" / "specs" / "openai-responses.openapi.json"
 AGENT = {"type": "agent_reference", "name": "helper"}
@@ -42,21 +46,9 @@ FAST = ResponseScript(queued_seconds=0.05, duration_seconds=0.1)
 
 
 @pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def service(clock: VirtualClock) -> Iterator[FoundryService]:
-    with FoundryService(clock, seed=3) as svc:
-        svc.create_agent_version("helper")
-        yield svc
-
-
-@pytest.fixture
-def client(service: FoundryService) -> Iterator[openai.OpenAI]:
-    with make_openai_client(service) as c:
-        yield c
+def foundry_seed() -> int:
+    """The seed of this module's `service` (foundry_fixtures.py)."""
+    return 3
 
 
 # ---------------------------------------------------------------------------- spec validation

@@ -7,7 +7,6 @@ restarts. Every body is validated against the OpenAI spec (tests/devhost/test_fo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,11 @@ from devhost.foundry_service import (
     ResponseScript,
     make_openai_client,
 )
+
+# Fixtures, aliased as themselves because only pytest uses them (see foundry_fixtures.py).
+from tests.devhost.foundry_fixtures import client as client
+from tests.devhost.foundry_fixtures import clock as clock
+from tests.devhost.foundry_fixtures import service as service
 from tests.devhost.test_foundry_service import AGENT, assert_conforms, spec
 
 TOOL_TURN = ResponseScript(
@@ -30,21 +34,9 @@ TOOL_TURN = ResponseScript(
 
 
 @pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def service(clock: VirtualClock) -> Iterator[FoundryService]:
-    with FoundryService(clock, seed=5) as svc:
-        svc.create_agent_version("helper")
-        yield svc
-
-
-@pytest.fixture
-def client(service: FoundryService) -> Iterator[openai.OpenAI]:
-    with make_openai_client(service) as c:
-        yield c
+def foundry_seed() -> int:
+    """The seed of this module's `service` (foundry_fixtures.py)."""
+    return 5
 
 
 def finish(client: openai.OpenAI, clock: VirtualClock, rid: str) -> Any:

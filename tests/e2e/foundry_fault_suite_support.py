@@ -10,7 +10,6 @@ the responses the service holds (found by their `relay_submission_id` metadata).
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from collections import Counter
@@ -19,22 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import jsonschema
-
 from devhost.foundry_service import FaultRule, ResponseScript, make_openai_client
 from shared.core.timefmt import from_iso
-from tests.e2e.fault_suite_driver import (
-    TERMINAL,
-    Driver,
-    Submission,
-    SuiteReport,
-    ToolMode,
-    ToolPlan,
-    completed_events,
-    drive_under_faults,
-    suite_report,
-)
-from tests.relay_bed import EVENT_DATA_SCHEMA, RelayBed, relay_bed
+from tests.e2e import fault_suite_driver as suite
+from tests.relay_bed import RelayBed, relay_bed
 
 UNKNOWN_AGENT = "fault-suite-missing-agent"
 # The operations the relay calls, and which of them change something.
@@ -45,8 +32,6 @@ MARKER_KEY = "relay_submission_id"
 # The function calls a round asks for are named after the plan and the round, so that the
 # service's script can tell which round a tool-outputs response answers.
 CALL_ID = re.compile(r"^call_(\d+)_(\d+)_(\d+)$")
-CALL_COUNTS = (1, 2, 3, 8, 12, 64)
-CALL_WEIGHTS = (30, 25, 20, 10, 8, 7)
 ACTIVE = frozenset({"queued", "in_progress"})
 
 Kind = Literal["run", "tool", "unknown_agent"]
@@ -72,7 +57,7 @@ class FoundryPlan:
     continue_from: int | None  # the earlier plan, for the "earlier" modes
     deadline_seconds: int | None
     cancel_at: tuple[float, ...]
-    tool: ToolPlan | None
+    tool: suite.ToolPlan | None
     repost_after: float | None
     body_extras: dict[str, Any]
 
@@ -93,20 +78,6 @@ class FoundryPlan:
         """The script of the response that answers `answered_round` (None: the first)."""
         index = 0 if answered_round is None else answered_round + 1
         return self.scripts[min(index, len(self.scripts) - 1)]
-
-
-def _log_uniform(rng: random.Random, low: float, high: float) -> float:
-    return math.exp(rng.uniform(math.log(low), math.log(high)))
-
-
-def _duration(rng: random.Random) -> float:
-    """Heavy-tailed: half under two minutes, one in ten between half an hour and two hours."""
-    draw = rng.random()
-    if draw < 0.5:
-        return round(_log_uniform(rng, 2, 120), 1)
-    if draw < 0.9:
-        return round(_log_uniform(rng, 120, 1800), 1)
-    return round(_log_uniform(rng, 1800, 7200), 1)
 
 
 def _after_cancel(rng: random.Random) -> float | None:
@@ -142,45 +113,27 @@ def _response_script(
 
 
 def _calls(rng: random.Random, index: int, round_number: int) -> list[dict[str, str]]:
-    count = rng.choices(CALL_COUNTS, CALL_WEIGHTS)[0]
-    names = ["get_weather", "get_time", "lookup"]
-    arguments = '{"q": "' + "x" * 1000 + '"}' if count >= 8 else '{"q": 1}'
-    return [
-        {
-            "call_id": f"call_{index}_{round_number}_{n}",
-            "name": names[n % 3],
-            "arguments": arguments,
-        }
-        for n in range(count)
-    ]
+    return suite.draw_function_calls(rng, "call_id", lambda n: f"call_{index}_{round_number}_{n}")
 
 
 def _scripts(rng: random.Random, index: int, kind: Kind) -> tuple[ResponseScript, ...]:
     if kind == "run":
         final = rng.choices(["completed", "failed", "cancelled", "incomplete"], [62, 14, 8, 16])[0]
-        return (_response_script(rng, _duration(rng), final),)
+        return (_response_script(rng, suite.draw_duration(rng), final),)
     if kind == "unknown_agent":
         return (ResponseScript(),)  # never used: the service knows no such agent
     rounds = rng.choices([1, 2, 3], [50, 30, 20])[0]
     asking = [
         _response_script(
             rng,
-            _duration(rng) if n == 0 else round(_log_uniform(rng, 2, 300), 1),
+            suite.draw_duration(rng) if n == 0 else round(suite.log_uniform(rng, 2, 300), 1),
             "completed",
             _calls(rng, index, n),
         )
         for n in range(rounds)
     ]
     final = rng.choices(["completed", "failed", "incomplete", "cancelled"], [75, 10, 10, 5])[0]
-    return (*asking, _response_script(rng, round(_log_uniform(rng, 2, 600), 1), final))
-
-
-def _arrival(rng: random.Random, index: int, burst: int) -> float:
-    if index < burst:
-        return 0.0  # a batch submitted at once
-    if rng.random() < 0.25:
-        return float(rng.choice([600, 1800, 3600]))  # smaller bursts later on
-    return round(rng.uniform(0, 5400), 1)
+    return (*asking, _response_script(rng, round(suite.log_uniform(rng, 2, 600), 1), final))
 
 
 def _conversation(
@@ -195,30 +148,6 @@ def _conversation(
             mode: ConversationMode = "earlier" if rng.random() < 0.6 else "earlier_now"
             return mode, rng.choice(earlier)
     return "new", None
-
-
-def _extras(rng: random.Random, index: int, seed: int, length: float) -> dict[str, Any]:
-    extras: dict[str, Any] = {}
-    if rng.random() < 0.3:
-        extras["messages"] = [
-            {"role": "user", "content": "first"},
-            {"role": "assistant", "content": "ok"},
-            {"role": "user", "content": f"question {index}"},
-        ]
-    else:
-        extras["input"] = f"question {index}"
-    if rng.random() < 0.4:
-        extras["metadata"] = {"ticket": f"INC-{index}", "batch": str(seed)}
-    # Callers of long runs tend to ask for a slower schedule.
-    if rng.random() < (0.7 if length > 1800 else 0.25):
-        initial = rng.choice([1, 2, 5, 10])
-        fixed = length < 300 and rng.random() < 0.3  # a fixed rate, for short runs only
-        extras["polling"] = {
-            "initialSeconds": initial,
-            "maxSeconds": initial if fixed else rng.choice([20, 60, 120, 300]),
-            "multiplier": 1.0 if fixed else rng.choice([1.5, 2.0, 3.0]),
-        }
-    return extras
 
 
 def _cancels(rng: random.Random, kind: Kind, length: float) -> tuple[float, ...]:
@@ -236,7 +165,7 @@ def make_foundry_plan(seed: int, count: int, *, burst: int) -> list[FoundryPlan]
     rng = random.Random(f"foundry:{seed}")
     plans: list[FoundryPlan] = []
     for index in range(count):
-        arrive_at = _arrival(rng, index, burst)
+        arrive_at = suite.draw_arrival(rng, index, burst)
         draw = rng.random()
         kind: Kind = "unknown_agent" if draw < 0.05 else "tool" if draw < 0.27 else "run"
         scripts = _scripts(rng, index, kind)
@@ -250,15 +179,8 @@ def make_foundry_plan(seed: int, count: int, *, burst: int) -> list[FoundryPlan]
             deadline = int(max(120, length * rng.uniform(0.3, 0.9)))
         tool = None
         if kind == "tool":
-            modes: list[ToolMode] = [
-                "answer",
-                "twice_at_once",
-                "twice_later",
-                "wrong_then_answer",
-                "never",
-            ]
-            tool = ToolPlan(
-                mode=rng.choices(modes, [35, 12, 12, 11, 30])[0],
+            tool = suite.ToolPlan(
+                mode=rng.choices(suite.TOOL_MODES, [35, 12, 12, 11, 30])[0],
                 react_after=round(rng.uniform(0, 400), 1),
                 late=rng.random() < 0.25,
                 rounds=len(scripts) - 1,
@@ -279,7 +201,7 @@ def make_foundry_plan(seed: int, count: int, *, burst: int) -> list[FoundryPlan]
                 cancel_at=_cancels(rng, kind, length),
                 tool=tool,
                 repost_after=round(rng.uniform(0, 600), 1) if rng.random() < 0.05 else None,
-                body_extras=_extras(rng, index, seed, length),
+                body_extras=suite.draw_body_extras(rng, index, seed, length),
             )
         )
     return plans
@@ -287,36 +209,28 @@ def make_foundry_plan(seed: int, count: int, *, burst: int) -> list[FoundryPlan]
 
 def foundry_fault_rules() -> list[FaultRule]:
     """Roughly a quarter of the relay's Foundry calls fail, in every way the service can."""
-    rules = [FaultRule(operation=op, kind="500_after_apply", rate=0.12) for op in FOUNDRY_WRITES]
-    rules += [FaultRule(operation="responses.retrieve", kind="404", rate=0.03)]
-    # Cancels are few (most runs end on their own): refused often enough to be retried.
-    rules += [FaultRule(operation="responses.cancel", kind="503", rate=0.2)]
-    # Role assignments still propagating: refused starts are retried for a while.
-    rules += [
-        FaultRule(operation="conversations.create", kind=kind, rate=0.06) for kind in ("401", "403")
-    ]
-    # Reads only (see TIMEOUT_OPERATIONS in fault_suite_support.py).
-    rules += [
-        FaultRule(operation=op, kind="timeout", rate=0.01, count=8, delay_seconds=0.4)
-        for op in FOUNDRY_READS
-    ]
-    rules += [
-        FaultRule(operation="*", kind="429", rate=0.05),
-        FaultRule(operation="*", kind="429_retry_after", rate=0.02, retry_after=3),
-        FaultRule(operation="*", kind="429_retry_after", rate=0.015, retry_after=45),
-        FaultRule(operation="*", kind="429_retry_after_ms", rate=0.01, retry_after=2.5),
-        FaultRule(operation="*", kind="429_retry_after_ms", rate=0.005, retry_after=150),
-        FaultRule(operation="*", kind="500", rate=0.04),
-        FaultRule(operation="*", kind="503", rate=0.04),
-        FaultRule(operation="*", kind="malformed_json", rate=0.03),
-    ]
-    return rules
+    return suite.fault_rules(
+        FaultRule,
+        writes=FOUNDRY_WRITES,
+        reads=FOUNDRY_READS,
+        not_found="responses.retrieve",
+        # Cancels are few (most runs end on their own): refused often enough to be retried.
+        refused_first=[FaultRule(operation="responses.cancel", kind="503", rate=0.2)],
+        refused_start=("conversations.create", 0.06),
+        throttled=[
+            FaultRule(operation="*", kind="429", rate=0.05),
+            FaultRule(operation="*", kind="429_retry_after", rate=0.02, retry_after=3),
+            FaultRule(operation="*", kind="429_retry_after", rate=0.015, retry_after=45),
+            FaultRule(operation="*", kind="429_retry_after_ms", rate=0.01, retry_after=2.5),
+            FaultRule(operation="*", kind="429_retry_after_ms", rate=0.005, retry_after=150),
+        ],
+    )
 
 
 # Driver ------------------------------------------------------------------------------------
 
 
-class FoundryDriver(Driver[FoundryPlan]):
+class FoundryDriver(suite.Driver[FoundryPlan]):
     repeat_kind = "tool_outputs_again"
     late_kind = "tool_outputs_late"
 
@@ -325,7 +239,7 @@ class FoundryDriver(Driver[FoundryPlan]):
         # The scripts the service was given, in the order it created responses.
         self.scripts_used: list[ResponseScript | None] = []
 
-    def body(self, sub: Submission[FoundryPlan]) -> dict[str, Any] | None:
+    def body(self, sub: suite.Submission[FoundryPlan]) -> dict[str, Any] | None:
         plan = sub.plan
         name = UNKNOWN_AGENT if plan.kind == "unknown_agent" else self.bed.foundry_agent
         agent = {"name": name}
@@ -433,47 +347,35 @@ def check_foundry_submissions(
     """Every promise the relay makes, for every Foundry submission: (problems, outcome counts,
     what the service holds)."""
     outcomes: Counter[str] = Counter()
-    validator_class: Any = jsonschema.validators.validator_for(EVENT_DATA_SCHEMA)
-    validator = validator_class(EVENT_DATA_SCHEMA, format_checker=jsonschema.FormatChecker())
-    events = completed_events(bed)
     service, problems = service_view(bed, driver)
-    for sub in driver.submissions:
-        plan, sid = sub.plan, sub.id
-        where = f"submission #{plan.index} {sid} ({plan.kind}, {plan.conversation})"
-        if not sid:
-            problems.append(f"{where}: never accepted")
-            continue
-        mine = events.get(sid, [])
-        ids = {e["id"] for e in mine}
-        if len(ids) != 1:
-            problems.append(
-                f"{where}: {len(ids)} distinct AgentRunCompleted ids ({len(mine)} sent)"
-            )
-            if not mine:
-                continue
-        if any(e != mine[0] for e in mine):
-            problems.append(f"{where}: republished events differ")
-        data = mine[0]["data"]
-        for error in validator.iter_errors(data):
-            problems.append(f"{where}: event data off schema: {error.message}")
-        status, reason = data["status"], data["cancellationReason"]
-        outcomes[f"{status}/{reason}" if reason else status] += 1
-        chain = service.chains.get(sid, [])
-        problems += _check_chain(sub, data, chain, where)
-        truth = _check_truth(sub, data, chain, service, where, outcomes)
-        problems += truth
-        problems += _check_reason(sub, data, chain, service, tool_outputs_timeout, where)
-        view = driver.status(sub)
-        if view is None:
-            problems.append(f"{where}: final status read failed")
-        else:
-            problems += _check_view(view, data, ids, where)
+
+    def check_chain(
+        sub: suite.Submission[FoundryPlan], data: dict[str, Any], ids: set[str], where: str
+    ) -> list[str]:
+        """The responses behind the event, their truth, the reason and the status view."""
+        chain = service.chains.get(sub.id, [])
+        found = _check_chain(sub, data, chain, where)
+        found += _check_truth(sub, data, chain, service, where, outcomes)
+        found += _check_reason(sub, data, chain, service, tool_outputs_timeout, where)
+        view, disagree = suite.check_status_view(driver, sub, data, ids, where)
+        found += disagree
+        if view is not None:
+            found += _check_view(view, data, where)
         outcomes[f"responses per submission: {len(chain)}"] += 1
+        return found
+
+    def describe(plan: FoundryPlan) -> str:
+        return f"{plan.kind}, {plan.conversation}"
+
+    problems += suite.check_events(bed, driver, outcomes, describe, check_chain)
     return problems, outcomes, service
 
 
 def _check_chain(
-    sub: Submission[FoundryPlan], data: dict[str, Any], chain: list[dict[str, Any]], where: str
+    sub: suite.Submission[FoundryPlan],
+    data: dict[str, Any],
+    chain: list[dict[str, Any]],
+    where: str,
 ) -> list[str]:
     """The event names the chain: its agent, its conversation, its last response; one
     response per round at most."""
@@ -509,7 +411,7 @@ def _check_chain(
 
 
 def _check_truth(
-    sub: Submission[FoundryPlan],
+    sub: suite.Submission[FoundryPlan],
     data: dict[str, Any],
     chain: list[dict[str, Any]],
     service: ServiceView,
@@ -605,7 +507,7 @@ def _check_answer(data: dict[str, Any], chain: list[dict[str, Any]], where: str)
 
 
 def _check_reason(
-    sub: Submission[FoundryPlan],
+    sub: suite.Submission[FoundryPlan],
     data: dict[str, Any],
     chain: list[dict[str, Any]],
     service: ServiceView,
@@ -613,40 +515,25 @@ def _check_reason(
     where: str,
 ) -> list[str]:
     """The cancellation reason is one this submission's history allows."""
-    plan = sub.plan
     status, reason = data["status"], data["cancellationReason"]
-    if reason is not None and status != "cancelled":
-        return [f"{where}: cancellationReason {reason} on a {status} submission"]
     # What the relay asked of the service, and what the caller was told.
     sent = sorted(t for r in chain for t in service.cancels.get(r["id"], []))
-    accepted = [c.at for c in sub.calls if c.kind == "cancel" and c.status == 202]
-    answered = [c.at for c in sub.calls if c.kind == "tool_outputs" and c.status == 202]
+    accepted = sub.accepted_at("cancel")
     completed = from_iso(data["completedAt"])
     decided = sent[0] if sent else completed
+    broken = suite.reason_problem(sub.plan, data, accepted, decided)
+    if broken is not None:
+        return [f"{where}: {broken}"]
     if reason == "requested":
-        if not accepted:
-            return [f"{where}: 'requested' without an accepted cancel"]
         if accepted[0] > completed:
             return [f"{where}: 'requested', but the cancel was accepted after the end"]
-    elif reason == "deadline_exceeded":
-        if plan.deadline_seconds is None:
-            return [f"{where}: 'deadline_exceeded' without a deadline"]
-        deadline = from_iso(data["submittedAt"]) + timedelta(seconds=plan.deadline_seconds)
-        if decided < deadline:
-            return [f"{where}: 'deadline_exceeded' decided at {decided}, before {deadline}"]
-        if accepted and accepted[0] < deadline:
-            return [f"{where}: 'deadline_exceeded' though a cancel was accepted before it"]
     elif reason == "tool_outputs_timeout":
-        if plan.kind != "tool":
-            return [f"{where}: 'tool_outputs_timeout' on a run without tools"]
         # Each round's first outputs come before the next round is asked: outputs accepted
         # within the timeout before the relay gave up answered the round it gave up on.
         window = decided - timedelta(seconds=tool_outputs_timeout)
-        if any(window < at <= decided for at in answered):
+        if any(window < at <= decided for at in sub.accepted_at("tool_outputs")):
             return [f"{where}: 'tool_outputs_timeout' though outputs were accepted in time"]
-    elif reason is not None:
-        return [f"{where}: unexpected cancellationReason {reason!r}"]
-    elif status == "cancelled":
+    elif reason is None and status == "cancelled":
         # No reason: only a response the service cancelled on its own, without our cancel.
         script = service.scripts.get(chain[-1]["id"]) if chain else None
         if script is None or script.final_status != "cancelled":
@@ -656,14 +543,9 @@ def _check_reason(
     return []
 
 
-def _check_view(view: dict[str, Any], data: dict[str, Any], ids: set[str], where: str) -> list[str]:
+def _check_view(view: dict[str, Any], data: dict[str, Any], where: str) -> list[str]:
+    """The status view names the event's last response and its conversation."""
     problems = []
-    if view["status"] != data["status"] or (view.get("event") or {}).get("id") not in ids:
-        problems.append(f"{where}: status view {view['status']} / {view.get('event')}")
-    if view.get("cancellationReason") != data["cancellationReason"]:
-        problems.append(
-            f"{where}: view reason {view.get('cancellationReason')} != {data['cancellationReason']}"
-        )
     run = view.get("agentRun") or {}
     shown = run.get("responseIds") or []
     if (shown[-1] if shown else None) != data["responseId"]:
@@ -677,7 +559,7 @@ def _check_view(view: dict[str, Any], data: dict[str, Any], ids: set[str], where
 
 
 @dataclass
-class FoundryReport(SuiteReport):
+class FoundryReport(suite.SuiteReport):
     responses: int
     conversations: int
     empty_conversations: int
@@ -693,9 +575,7 @@ class FoundryReport(SuiteReport):
             f"{self.responses} responses on {self.conversations} conversations "
             f"({self.empty_conversations} left empty), virtual time {self.virtual_time}, "
             f"wall {wall_seconds:.1f} s",
-            f"  outcomes: {dict(sorted(self.outcomes.items()))}",
-            f"  Foundry calls by the relay: {self.relay_requests}, faulted {self.faulted_requests}"
-            f" ({self.fault_share}): {dict(sorted(self.foundry_faults.items()))}",
+            *self.outcome_and_call_lines("Foundry", self.foundry_faults),
             f"  faulted by operation: {dict(sorted(self.faulted_operations.items()))}; "
             f"{self.locked_refusals} creates refused conversation_locked",
             *self.runtime_lines(),
@@ -705,18 +585,11 @@ class FoundryReport(SuiteReport):
 
 
 def run_foundry_fault_suite(
-    seed: int,
-    count: int,
-    *,
-    burst: int,
-    crash_rate: float,
-    status_probe_rate: float,
-    settings: dict[str, str],
-    inspect: Callable[[RelayBed, FoundryDriver], None] | None = None,
+    config: suite.SuiteConfig, inspect: Callable[[RelayBed, FoundryDriver], None] | None = None
 ) -> FoundryReport:
-    plans = make_foundry_plan(seed, count, burst=burst)
-    with relay_bed(settings=settings) as bed:
-        driver = FoundryDriver(bed, plans, seed)
+    plans = make_foundry_plan(config.seed, config.count, burst=config.burst)
+    with relay_bed(settings=config.settings) as bed:
+        driver = FoundryDriver(bed, plans, config.seed)
         bed.foundry.script_for = driver.script_for
         bed.foundry.create_agent_version(bed.foundry_agent)  # version 2 (the latest)
         with make_openai_client(bed.foundry) as admin:
@@ -728,9 +601,9 @@ def run_foundry_fault_suite(
                     sub.thread_id = made.id
         faults_from = len(bed.foundry.requests)
         bed.foundry.faults.extend(foundry_fault_rules())
-        crashes = drive_under_faults(bed, driver, seed, crash_rate, status_probe_rate)
+        crashes = suite.drive_under_faults(bed, driver, config)
 
-        timeout = float(settings["TOOL_OUTPUTS_TIMEOUT_SECONDS"])
+        timeout = float(config.settings["TOOL_OUTPUTS_TIMEOUT_SECONDS"])
         problems, outcomes, service = check_foundry_submissions(bed, driver, timeout)
         if inspect is not None:
             inspect(bed, driver)
@@ -742,14 +615,7 @@ def run_foundry_fault_suite(
         }
         used = {(r["conversation"] or {}).get("id") for r in service.responses.values()}
         return FoundryReport(
-            **suite_report(
-                bed,
-                driver,
-                crashes,
-                problems,
-                outcomes,
-                (len(relay_requests), sum(1 for r in relay_requests if r.fault)),
-            ),
+            **suite.suite_report(bed, driver, crashes, problems, outcomes, relay_requests),
             responses=len(service.responses),
             conversations=len(conversations),
             empty_conversations=len(conversations - used),
@@ -776,7 +642,6 @@ def run_foundry_fault_suite(
 
 
 __all__ = [
-    "TERMINAL",
     "FoundryDriver",
     "FoundryPlan",
     "FoundryReport",

@@ -20,41 +20,20 @@ cancellation reason is one the submission's history allows. The counts are print
 
 from __future__ import annotations
 
-import logging
-import time
-from collections import Counter
 from typing import Any
 
 import pytest
 
 from devhost.agents_service import FAULT_KINDS, FaultRule, RunScript, make_sync_client
-from devhost.functions_host import CRASH_KINDS
-from tests.e2e.fault_suite_support import TERMINAL, run_fault_suite
+from tests.e2e import fault_suite_driver as suite
+from tests.e2e.fault_suite_support import run_fault_suite
 from tests.relay_bed import RelayBed, relay_bed
 
 SEED = 20261123
 SUBMISSIONS = 300
 BURST = 100  # submitted at the same instant at the start
-CRASH_RATE = 0.002  # of every crash point (episodes, activities, fired timers)
-STATUS_PROBE_RATE = 0.08  # chance per driver turn of reading a random submission's status
 # Every Agents fault kind except the stream kinds (they need the fast path, off here).
 REQUIRED_AGENTS_FAULTS = set(FAULT_KINDS) - {"stream_drop", "stream_end_early"}
-SETTINGS = {
-    # Some submissions continue a thread the caller made.
-    "ALLOW_CALLER_THREADS": "true",
-    # A "timeout" fault holds its answer 0.4 s: the client gives up first, as on a slow service.
-    "SERVICE_READ_TIMEOUT_SECONDS": "0.25",
-    "TOOL_OUTPUTS_TIMEOUT_SECONDS": "600",
-    # Short generations: many more continue-as-new boundaries for caller events to land at.
-    "POLLS_PER_GENERATION": "5",
-}
-
-
-def _show(capsys: pytest.CaptureFixture[str], lines: list[str]) -> None:
-    # pytest captures a passing test's output (fd 1 included); the counts must show in a
-    # normal `make test`, so print with capturing suspended.
-    with capsys.disabled():
-        print("\n" + "\n".join(lines), flush=True)
 
 
 @pytest.mark.slow
@@ -62,60 +41,23 @@ def test_every_submission_ends_in_one_true_event_under_faults(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Thousands of expected warnings (every injected fault is logged), and aiohttp sessions
-    # that crashed workers leave unclosed: keep a failure report readable.
-    caplog.set_level(logging.ERROR, logger="agent_run_relay")
-    caplog.set_level(logging.CRITICAL, logger="asyncio")
-    started = time.perf_counter()
-    report = run_fault_suite(
-        SEED,
-        SUBMISSIONS,
-        burst=BURST,
-        crash_rate=CRASH_RATE,
-        status_probe_rate=STATUS_PROBE_RATE,
-        settings=SETTINGS,
-    )
-    _show(capsys, report.summary(SEED, time.perf_counter() - started))
+    config = suite.SuiteConfig(SEED, SUBMISSIONS, burst=BURST)
+    report = suite.run_suite_shown(run_fault_suite, config, caplog, capsys)
 
-    # Not vacuous: every fault the issue asks for happened, and often.
-    assert report.submissions == SUBMISSIONS
-    assert report.faulted_requests / report.relay_requests >= 0.20
-    assert set(report.agents_faults) == REQUIRED_AGENTS_FAULTS, report.agents_faults
-    assert min(report.agents_faults.values()) >= 10, report.agents_faults
-    assert report.topic_faults["refuse"] >= 100
-    assert all(report.crashes[kind] >= 3 for kind in CRASH_KINDS), report.crashes
-    stats = report.host_stats
-    assert stats.duplicate_executions * 2 == sum(stats.activity_executions.values())
-    seen: Counter[str] = Counter()
-    for key, n in report.outcomes.items():
-        seen[key.split("/")[0]] += n
-    assert all(seen[status] >= 3 for status in TERMINAL), report.outcomes
-    # Caller events arrived inside activities and right after timers, and some were carried
-    # across a continue-as-new; runs asked for up to 64 tool calls at once.
-    injected = report.injected
-    assert sum(n for where, n in injected.items() if where.startswith("inside")) >= 20, injected
-    assert injected["after a timer fired"] >= 10, injected
-    assert stats.continued_as_new >= 100
+    # Not vacuous: every fault the issue asks for happened, and often; every ending, every
+    # cancellation reason; runs asked for up to 64 tool calls at once.
+    suite.assert_faults_happened(report, SUBMISSIONS, report.agents_faults, REQUIRED_AGENTS_FAULTS)
+    suite.assert_every_ending(report.outcomes, suite.TERMINAL)
     assert report.tool_call_counts[64] >= 2, report.tool_call_counts
-    for reason in ("requested", "deadline_exceeded", "tool_outputs_timeout"):
-        assert report.outcomes[f"cancelled/{reason}"] >= 3, report.outcomes
 
-    # The status endpoint never failed; the others answered only what the API promises
-    # (409 for late cancels and tool outputs, 400 for outputs that answer the wrong calls).
-    http = report.http_calls
-    assert {s for (kind, s) in http if kind == "status"} == {200}
-    assert {s for (kind, s) in http if kind in ("submit", "resubmit")} == {202}
-    assert {s for (kind, s) in http if kind == "cancel"} == {202, 409}
-    assert {s for (kind, s) in http if kind == "tool_outputs"} == {202, 409}
-    assert {s for (kind, s) in http if kind == "tool_outputs_wrong"} == {400}
-    assert not report.http_errors, report.http_errors[:3]
+    # The API answered only what it promises; tool outputs (all kinds here, repeated and late
+    # ones too): 202, or 409 once the run no longer waits for them.
+    suite.assert_api_answers(report)
+    assert suite.answered(report.http_calls, "tool_outputs") == {202, 409}
 
     # Every submission: one event, the service's status, one run, nothing left running, a
     # cancellation reason its history allows (see check_submissions).
-    assert not report.unfinished, f"instances not completed: {report.unfinished[:10]}"
-    assert report.distinct_completed_ids == SUBMISSIONS
-    problems = report.problems
-    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:60])
+    suite.assert_one_true_event_each(report, SUBMISSIONS)
 
 
 # Bugs the suite found, pinned down one by one ------------------------------------------------

@@ -30,17 +30,14 @@ never 5xx, and a cancellation reason the submission's history allows. The counts
 from __future__ import annotations
 
 import json
-import logging
-import time
-from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
 
 from devhost.foundry_service import FAULT_KINDS, FaultRule, ResponseScript
-from devhost.functions_host import CRASH_KINDS
 from shared.core.schedule import LOST_RESPONSE_RETRY_POLICY
 from shared.core.timefmt import from_iso
+from tests.e2e import fault_suite_driver as suite
 from tests.e2e.foundry_fault_suite_support import RELAY_OPERATIONS, run_foundry_fault_suite
 from tests.e2e.test_openapi_conformance import wait_for_requires_action
 from tests.relay_bed import RelayBed, relay_bed
@@ -48,25 +45,7 @@ from tests.relay_bed import RelayBed, relay_bed
 SEED = 20261206
 SUBMISSIONS = 200
 BURST = 70  # submitted at the same instant at the start
-CRASH_RATE = 0.002  # of every crash point (episodes, activities, fired timers)
-STATUS_PROBE_RATE = 0.08  # chance per driver turn of reading a random submission's status
 FOUNDRY_STATUSES = ("completed", "failed", "cancelled", "incomplete")
-TOOL_OUTPUTS_TIMEOUT = 600
-SETTINGS = {
-    # Some submissions continue a conversation the caller made.
-    "ALLOW_CALLER_THREADS": "true",
-    # A "timeout" fault holds its answer 0.4 s: the client gives up first, as on a slow service.
-    "SERVICE_READ_TIMEOUT_SECONDS": "0.25",
-    "TOOL_OUTPUTS_TIMEOUT_SECONDS": str(TOOL_OUTPUTS_TIMEOUT),
-    # Short generations: many more continue-as-new boundaries for caller events to land at.
-    "POLLS_PER_GENERATION": "5",
-}
-
-
-def _show(capsys: pytest.CaptureFixture[str], lines: list[str]) -> None:
-    # Shown in a normal `make test` too (see tests/e2e/test_fault_suite.py).
-    with capsys.disabled():
-        print("\n" + "\n".join(lines), flush=True)
 
 
 @pytest.mark.slow
@@ -74,67 +53,33 @@ def test_every_foundry_submission_ends_in_one_true_event_under_faults(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="agent_run_relay")
-    caplog.set_level(logging.CRITICAL, logger="asyncio")
-    started = time.perf_counter()
-    report = run_foundry_fault_suite(
-        SEED,
-        SUBMISSIONS,
-        burst=BURST,
-        crash_rate=CRASH_RATE,
-        status_probe_rate=STATUS_PROBE_RATE,
-        settings=SETTINGS,
-    )
-    _show(capsys, report.summary(SEED, time.perf_counter() - started))
+    config = suite.SuiteConfig(SEED, SUBMISSIONS, burst=BURST)
+    report = suite.run_suite_shown(run_foundry_fault_suite, config, caplog, capsys)
 
-    # Not vacuous: every fault, on every operation, happened, and often.
-    assert report.submissions == SUBMISSIONS
-    assert report.faulted_requests / report.relay_requests >= 0.20
-    assert set(report.foundry_faults) == set(FAULT_KINDS), report.foundry_faults
-    assert min(report.foundry_faults.values()) >= 10, report.foundry_faults
+    # Not vacuous: every fault, on every operation, happened, and often; starts waited on
+    # conversation locks; every way of continuing a conversation happened.
+    suite.assert_faults_happened(report, SUBMISSIONS, report.foundry_faults, set(FAULT_KINDS))
     assert set(report.faulted_operations) == RELAY_OPERATIONS, report.faulted_operations
     assert min(report.faulted_operations.values()) >= 10, report.faulted_operations
-    assert report.topic_faults["refuse"] >= 100
-    assert all(report.crashes[kind] >= 3 for kind in CRASH_KINDS), report.crashes
-    stats = report.host_stats
-    assert stats.duplicate_executions * 2 == sum(stats.activity_executions.values())
-    assert stats.continued_as_new >= 100
-    injected = report.injected
-    assert sum(n for where, n in injected.items() if where.startswith("inside")) >= 20, injected
-    assert injected["after a timer fired"] >= 10, injected
     assert report.locked_refusals >= 10, report.locked_refusals
     assert all(report.continued[mode] >= 3 for mode in ("caller", "earlier", "earlier_now"))
 
-    # The status endpoint never failed; the others answered only what the API promises
-    # (409 for late cancels and tool outputs, 400 for outputs that answer the wrong calls or
-    # a round already answered once the next one asks).
-    http = report.http_calls
-    assert {s for (kind, s) in http if kind == "status"} == {200}
-    assert {s for (kind, s) in http if kind in ("submit", "resubmit")} == {202}
-    assert {s for (kind, s) in http if kind == "cancel"} == {202, 409}
-    assert {s for (kind, s) in http if kind == "tool_outputs"} <= {202, 409}
-    assert {s for (kind, s) in http if kind == "tool_outputs_again"} <= {202, 400, 409}
-    assert {s for (kind, s) in http if kind == "tool_outputs_late"} == {409}
-    assert {s for (kind, s) in http if kind == "tool_outputs_wrong"} == {400}
-    assert not report.http_errors, report.http_errors[:3]
+    # The API answered only what it promises; tool outputs: 409 once the response no longer
+    # waits for them, and 400 for a round already answered once the next one asks.
+    suite.assert_api_answers(report)
+    assert suite.answered(report.http_calls, "tool_outputs") <= {202, 409}
+    assert suite.answered(report.http_calls, "tool_outputs_again") <= {202, 400, 409}
+    assert suite.answered(report.http_calls, "tool_outputs_late") == {409}
 
     # Every submission: one event, the service's status, one response per round, nothing
     # left running, one conversation, a reason its history allows (check_foundry_submissions).
-    assert not report.unfinished, f"instances not completed: {report.unfinished[:10]}"
-    assert report.distinct_completed_ids == SUBMISSIONS
-    problems = report.problems
-    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:60])
+    suite.assert_one_true_event_each(report, SUBMISSIONS)
 
     # And every ending happened: each status, each reason, chains of one to four responses,
     # cancels the relay confirmed (some read cancelled, then completed: at the second read,
     # or only after the event).
     outcomes = report.outcomes
-    seen: Counter[str] = Counter()
-    for key, n in outcomes.items():
-        seen[key.split("/")[0]] += n
-    assert all(seen[status] >= 3 for status in FOUNDRY_STATUSES), outcomes
-    for reason in ("requested", "deadline_exceeded", "tool_outputs_timeout"):
-        assert outcomes[f"cancelled/{reason}"] >= 3, outcomes
+    suite.assert_every_ending(outcomes, FOUNDRY_STATUSES)
     assert all(outcomes[f"responses per submission: {n}"] >= 3 for n in (1, 2, 3, 4)), outcomes
     assert outcomes["cancel confirmed: cancelled then cancelled"] >= 3, outcomes
     assert outcomes["cancel confirmed: cancelled then completed"] >= 1, outcomes
@@ -160,7 +105,7 @@ def test_a_submission_given_up_while_its_response_asks_for_calls_ends_cancelled(
     # there is nothing left to cancel at the service, and no later read will ever say
     # `cancelled`. Giving up on it (the caller's cancel, the tool-output timeout, the
     # deadline) must still end the submission at once, `cancelled` with that reason.
-    settings = {"TOOL_OUTPUTS_TIMEOUT_SECONDS": str(TOOL_OUTPUTS_TIMEOUT)}
+    settings = {"TOOL_OUTPUTS_TIMEOUT_SECONDS": str(suite.TOOL_OUTPUTS_TIMEOUT_SECONDS)}
     with relay_bed(settings=settings) as bed:
         bed.foundry.default_script = ASKS_FOR_A_CALL
         fields = {"deadlineSeconds": 300} if ending == "deadline_exceeded" else {}

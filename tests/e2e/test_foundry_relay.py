@@ -17,7 +17,6 @@ import pytest
 from azure.eventgrid import EventGridEvent
 
 from devhost.foundry_service import FaultRule, ResponseScript
-from devhost.functions_host import CrashPoint
 from tests.e2e.test_openapi_conformance import wait_for_requires_action
 from tests.relay_bed import EVENT_DATA_SCHEMA, FOUNDRY_TERMINAL_SCRIPTS, RelayBed, relay_bed
 
@@ -288,15 +287,7 @@ def test_the_same_idempotency_key_starts_one_response() -> None:
 def test_a_crash_at_any_step_keeps_one_response_and_one_event(kind: str) -> None:
     with relay_bed() as bed:
         bed.foundry.script_for = two_rounds_then_answer
-        crashed: list[CrashPoint] = []
-
-        def crash_every_third(point: CrashPoint) -> bool:
-            if point.kind == kind and point.step % 3 == 0:
-                crashed.append(point)
-                return True
-            return False
-
-        bed.host.crash_when = crash_every_third
+        crashed = bed.crash_every_third(kind)
         submission_id = bed.submit_foundry()
         for _ in range(2):
             calls = wait_for_requires_action(bed, submission_id)["requiredAction"]["toolCalls"]

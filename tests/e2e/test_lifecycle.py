@@ -11,7 +11,6 @@ import pytest
 from azure.eventgrid import EventGridEvent
 
 from devhost.agents_service import FaultRule, RunScript
-from devhost.functions_host import CrashPoint
 from shared.core.timefmt import from_iso
 from tests.relay_bed import RelayBed, relay_bed
 
@@ -272,15 +271,7 @@ def test_an_unreadable_orchestration_input_still_ends_in_a_failed_event() -> Non
 def test_a_crash_at_any_step_keeps_one_run_and_one_event(kind: str) -> None:
     with relay_bed() as bed:
         bed.agents.default_script = RunScript(duration_seconds=90, final_status="completed")
-        crashed: list[CrashPoint] = []
-
-        def crash_every_third(point: CrashPoint) -> bool:
-            if point.kind == kind and point.step % 3 == 0:
-                crashed.append(point)
-                return True
-            return False
-
-        bed.host.crash_when = crash_every_third
+        crashed = bed.crash_every_third(kind)
         submission_id = bed.submit()
         view = bed.complete(submission_id)
         assert crashed
